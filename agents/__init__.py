@@ -1,0 +1,1 @@
+"""Capability workers: consume actions, do the work, publish result and lifecycle events."""

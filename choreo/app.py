@@ -1,0 +1,120 @@
+"""Build the Faust app and its topics from settings and a choreography."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import faust
+
+from choreo.config import Choreography, load_choreography
+from choreo.dead_letter import Origin, dead_letter_headers
+from choreo.matching import EventMatcher, PatternStats
+from choreo.metrics import DEAD_LETTERED
+from choreo.settings import Settings
+from choreo.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """The app with everything the agents and views share."""
+
+    app: faust.App
+    settings: Settings
+    choreography: Choreography
+    events_topic: faust.TopicT
+    dead_letter_topic: faust.TopicT
+    stats: PatternStats = field(default_factory=PatternStats)
+    capability_topics: dict[str, faust.TopicT] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.matcher = EventMatcher(self.choreography.patterns, self.stats)
+        for capability in self.choreography.capabilities:
+            self.capability_topic(capability)
+
+    def capability_topic(self, capability: str) -> faust.TopicT:
+        topic = self.capability_topics.get(capability)
+        if topic is None:
+            topic = self.capability_topics[capability] = raw_topic(
+                self.app, self.choreography.topics.capability_topic(capability)
+            )
+        return topic
+
+    def topic_names(self) -> list[str]:
+        """Every topic the engine and its workers read or write."""
+        topics = self.choreography.topics
+        return [topics.events_topic, topics.dead_letter_topic,
+                *(topics.capability_topic(c) for c in self.choreography.capabilities)]
+
+    async def dead_letter(self, value: bytes | None, key: bytes | None, reason: str,
+                          detail: str, origin: Origin, stage: str) -> None:
+        """Send a refused record, bytes untouched, to the dead-letter topic with the reason."""
+        DEAD_LETTERED.labels(reason).inc()
+        log.warning("dead-lettered %s:%s@%s: %s (%s)", origin.topic, origin.partition,
+                    origin.offset, reason, detail[:200])
+        await self.dead_letter_topic.send(
+            key=key, value=value, headers=dead_letter_headers(reason, detail, origin, stage)
+        )
+
+
+def raw_topic(app: faust.App, name: str) -> faust.TopicT:
+    """A topic of raw bytes: the engine parses and validates values itself."""
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                     value_serializer="raw")
+
+
+class ChoreoApp(faust.App):
+    """A Faust app that creates its topics before its consumer subscribes to them."""
+
+    runtime: Runtime | None = None
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        if self.runtime is not None and not self.conf.broker[0].scheme.startswith("memory"):
+            await ensure_topics(self.runtime.settings.bootstrap_servers,
+                                self.runtime.topic_names(), self.runtime.settings.partitions)
+
+
+def create_app(settings: Settings, choreography: Choreography | None = None) -> Runtime:
+    """The Faust app with its topics; agents, tables and views are added by `wire`."""
+    choreography = choreography or load_choreography(settings.config_path)
+    app = ChoreoApp(
+        settings.app_id,
+        broker=settings.broker,
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        autodiscover=False,
+        producer_acks=-1,
+        table_cleanup_interval=30.0,
+    )
+    topics = choreography.topics
+    runtime = Runtime(
+        app=app,
+        settings=settings,
+        choreography=choreography,
+        events_topic=raw_topic(app, topics.events_topic),
+        dead_letter_topic=raw_topic(app, topics.dead_letter_topic),
+    )
+    app.runtime = runtime
+    return runtime
+
+
+def wire(runtime: Runtime, workers: str = "*") -> Runtime:
+    """Register the matching agent, the capability workers and the web views."""
+    from agents.ecommerce import HANDLERS
+    from agents.worker import register_workers
+    from streams.match_events import register_matcher
+    from streams.views import register_views
+
+    register_matcher(runtime)
+    register_workers(runtime, HANDLERS, select=workers)
+    register_views(runtime)
+    return runtime

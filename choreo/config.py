@@ -1,0 +1,441 @@
+"""Load and validate the choreography file (TOML) into frozen definitions.
+
+Every problem is collected and reported together, each naming the pattern, the field and
+the reason, so a bad file stops the worker at start with everything that needs fixing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from choreo.conditions import ConditionError, compile_condition
+from choreo.content_filter import FilterError, compile_filter
+from choreo.durations import parse_duration
+from choreo.patterns import (
+    KINDS,
+    AbsencePattern,
+    EventPattern,
+    EventSpec,
+    Pattern,
+    SequencePattern,
+    TemporalPattern,
+    ThresholdPattern,
+)
+
+NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+GLOB = re.compile(r"^[A-Za-z0-9_.\-*?\[\]!]+$")
+GROUP_BY = re.compile(r"^(payload|metadata)(\.[A-Za-z0-9_\-]+)+$|^source$")
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    pattern_id: str
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"pattern {self.pattern_id!r}, field {self.field!r}: {self.reason}"
+
+
+class ConfigError(ValueError):
+    """The choreography file is invalid; `issues` lists every problem found."""
+
+    def __init__(self, issues: list[ConfigIssue], path: str = "") -> None:
+        self.issues = issues
+        where = f" in {path}" if path else ""
+        lines = "\n".join(f"  - {issue}" for issue in issues)
+        super().__init__(f"{len(issues)} problem(s){where}:\n{lines}")
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str = ""
+    events: str = "events"
+    dead_letter: str = "events.dlq"
+    capability: str = "capability.{capability}"
+
+    @property
+    def events_topic(self) -> str:
+        return self.prefix + self.events
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.prefix + self.dead_letter
+
+    def capability_topic(self, capability: str) -> str:
+        return self.prefix + self.capability.format(capability=capability)
+
+
+@dataclass(frozen=True)
+class Defaults:
+    allowed_lateness: float = 0.0
+    dedup_horizon: float = 24 * 3600.0
+    idle_timeout: float = 30.0
+    max_event_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Choreography:
+    topics: Topics = field(default_factory=Topics)
+    defaults: Defaults = field(default_factory=Defaults)
+    patterns: tuple[Pattern, ...] = ()
+    source: str = ""
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        """Every capability an action may go to, in first-seen order."""
+        seen: dict[str, None] = {}
+        for pattern in self.patterns:
+            seen[pattern.capability] = None
+            timeout_cap = getattr(pattern, "timeout_capability", None)
+            if getattr(pattern, "timeout_action", None):
+                seen[timeout_cap or pattern.capability] = None
+        return tuple(seen)
+
+    def pattern(self, pattern_id: str) -> Pattern | None:
+        return next((p for p in self.patterns if p.id == pattern_id), None)
+
+
+def load_choreography(path: str | Path) -> Choreography:
+    """Read and validate a choreography file; raise ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigIssue("-", "-", f"cannot read {path}: {exc.strerror}")]) from None
+    return parse_choreography(text, source=str(path))
+
+
+def parse_choreography(text: str, source: str = "") -> Choreography:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([ConfigIssue("-", "-", f"not valid TOML: {exc}")], source) from None
+    loader = _Loader()
+    choreography = loader.load(data, source)
+    if loader.issues:
+        raise ConfigError(loader.issues, source)
+    return choreography
+
+
+# The fields each kind takes, beyond the common ones.
+COMMON = {"id", "kind", "action", "capability", "priority", "when", "match", "group_by",
+          "allowed_lateness"}
+KIND_FIELDS = {
+    "event": {"on"},
+    "threshold": {"on", "count", "window", "window_kind", "hop"},
+    "temporal": {"all_of", "window"},
+    "sequence": {"steps", "max_interval", "within", "timeout_action", "timeout_capability"},
+    "absence": {"after", "expect", "within"},
+}
+SPEC_FIELDS = {"on", "when", "match"}
+
+
+class _Loader:
+    def __init__(self) -> None:
+        self.issues: list[ConfigIssue] = []
+
+    def fail(self, pattern_id: str, field_name: str, reason: str) -> None:
+        self.issues.append(ConfigIssue(pattern_id, field_name, reason))
+
+    def load(self, data: dict[str, Any], source: str) -> Choreography:
+        known = {"topics", "defaults", "patterns", "sequences"}
+        for key in data:
+            if key not in known:
+                self.fail("-", key, _unknown(key, known, "top-level table"))
+        topics = self.topics(data.get("topics", {}))
+        defaults = self.defaults(data.get("defaults", {}))
+        raw_patterns = data.get("patterns", [])
+        if not isinstance(raw_patterns, list):
+            self.fail("-", "patterns", "write patterns as [[patterns]] tables")
+            raw_patterns = []
+        raw_sequences = data.get("sequences", [])
+        if not isinstance(raw_sequences, list):
+            self.fail("-", "sequences", "write sequences as [[sequences]] tables")
+            raw_sequences = []
+        entries = [_from_seed_pattern(p) for p in raw_patterns]
+        entries += [_from_seed_sequence(s) for s in raw_sequences]
+        patterns: list[Pattern] = []
+        seen: set[str] = set()
+        for index, entry in enumerate(entries):
+            pattern_id = f"#{index + 1}"
+            if not isinstance(entry, dict):
+                self.fail(pattern_id, "-", "each pattern is a table")
+                continue
+            raw_id = entry.get("id")
+            if not isinstance(raw_id, str) or not NAME.match(raw_id):
+                self.fail(pattern_id, "id", "required: letters, digits, '_', '-' and '.'")
+            else:
+                pattern_id = raw_id
+                if raw_id in seen:
+                    self.fail(pattern_id, "id", "duplicate pattern id")
+                seen.add(raw_id)
+            pattern = self.pattern(pattern_id, entry, defaults)
+            if pattern is not None:
+                patterns.append(pattern)
+        return Choreography(topics, defaults, tuple(patterns), source)
+
+    def topics(self, raw: object) -> Topics:
+        if not isinstance(raw, dict):
+            self.fail("-", "topics", "must be a table")
+            return Topics()
+        default = Topics()
+        values: dict[str, str] = {}
+        for key, value in raw.items():
+            if key not in ("prefix", "events", "dead_letter", "capability"):
+                self.fail("-", f"topics.{key}", _unknown(key, {"prefix", "events", "dead_letter",
+                                                                "capability"}, "topics field"))
+            elif not isinstance(value, str) or (key != "prefix" and not value):
+                self.fail("-", f"topics.{key}", "must be a non-empty string")
+            else:
+                values[key] = value
+        topics = Topics(**{**default.__dict__, **values})
+        if "{capability}" not in topics.capability:
+            self.fail("-", "topics.capability", "must contain the placeholder {capability}")
+        for name in (topics.events_topic, topics.dead_letter_topic):
+            if not NAME.match(name):
+                self.fail("-", "topics", f"{name!r} is not a valid Kafka topic name")
+        return topics
+
+    def defaults(self, raw: object) -> Defaults:
+        if not isinstance(raw, dict):
+            self.fail("-", "defaults", "must be a table")
+            return Defaults()
+        out: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key in ("allowed_lateness", "dedup_horizon", "idle_timeout"):
+                out[key] = self.duration("-", f"defaults.{key}", value)
+            elif key == "max_event_bytes":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 256:
+                    self.fail("-", "defaults.max_event_bytes", "must be an integer >= 256")
+                else:
+                    out[key] = value
+            else:
+                self.fail("-", f"defaults.{key}", _unknown(key, set(Defaults.__dataclass_fields__),
+                                                         "defaults field"))
+        return Defaults(**{k: v for k, v in out.items() if v is not None})
+
+    def duration(self, pattern_id: str, name: str, value: object) -> float | None:
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            self.fail(pattern_id, name, str(exc))
+            return None
+        return seconds
+
+    def pattern(self, pid: str, entry: dict[str, Any], defaults: Defaults) -> Pattern | None:
+        kind = entry.get("kind")
+        if kind not in KINDS:
+            self.fail(pid, "kind", f"must be one of {', '.join(KINDS)}; got {kind!r}")
+            return None
+        allowed = COMMON | KIND_FIELDS[kind]
+        for key in entry:
+            if key not in allowed:
+                self.fail(pid, key, _unknown(key, allowed, f"field of {'an' if kind[0] in 'aeiou' else 'a'} {kind} pattern"))
+        common = self.common(pid, entry, defaults)
+        pattern_conditions, pattern_filters = self.predicates(pid, "", entry)
+        def spec(value: object, name: str) -> EventSpec:
+            return self.spec(pid, name, value, pattern_conditions, pattern_filters)
+        builders: dict[str, Callable[[], Pattern | None]] = {
+            "event": lambda: EventPattern(**common, on=spec(entry.get("on"), "on")),
+            "threshold": lambda: self.threshold(pid, entry, common, spec),
+            "temporal": lambda: TemporalPattern(
+                **common,
+                all_of=self.spec_list(pid, "all_of", entry.get("all_of"), spec, minimum=2),
+                window=self.required_duration(pid, entry, "window"),
+            ),
+            "sequence": lambda: self.sequence(pid, entry, common, spec),
+            "absence": lambda: AbsencePattern(
+                **common,
+                after=spec(entry.get("after"), "after"),
+                expect=spec(entry.get("expect"), "expect"),
+                within=self.required_duration(pid, entry, "within"),
+            ),
+        }
+        return builders[kind]()
+
+    def common(self, pid: str, entry: dict[str, Any], defaults: Defaults) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": pid}
+        for name in ("action", "capability"):
+            value = entry.get(name)
+            if not isinstance(value, str) or not NAME.match(value):
+                self.fail(pid, name, "required: letters, digits, '_', '-' and '.'")
+                value = "invalid"
+            out[name] = value
+        priority = entry.get("priority", 1)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            self.fail(pid, "priority", f"must be an integer, got {priority!r}")
+            priority = 1
+        out["priority"] = priority
+        group_by = entry.get("group_by")
+        if group_by is not None:
+            if entry.get("kind") == "event":
+                self.fail(pid, "group_by", "event patterns are not keyed; remove group_by")
+            elif not isinstance(group_by, str) or not GROUP_BY.match(group_by):
+                self.fail(pid, "group_by", "must name a field: payload.<path>, metadata.<path> "
+                                           "or source")
+                group_by = None
+        out["group_by"] = group_by
+        lateness = entry.get("allowed_lateness")
+        out["allowed_lateness"] = (
+            defaults.allowed_lateness if lateness is None
+            else self.duration(pid, "allowed_lateness", lateness) or 0.0
+        )
+        return out
+
+    def predicates(self, pid: str, prefix: str, entry: dict[str, Any]) -> tuple[tuple, tuple]:
+        conditions, filters = [], []
+        if "when" in entry:
+            try:
+                conditions.append(compile_condition(entry["when"]))
+            except ConditionError as exc:
+                self.fail(pid, prefix + "when", str(exc))
+        if "match" in entry:
+            if not isinstance(entry["match"], dict):
+                self.fail(pid, prefix + "match", "must be a table (a content filter)")
+            else:
+                try:
+                    filters.append(compile_filter(entry["match"]))
+                except FilterError as exc:
+                    self.fail(pid, prefix + "match", str(exc))
+        return tuple(conditions), tuple(filters)
+
+    def spec(self, pid: str, name: str, value: object, conditions: tuple,
+             filters: tuple) -> EventSpec:
+        if isinstance(value, dict):
+            for key in value:
+                if key not in SPEC_FIELDS:
+                    self.fail(pid, f"{name}.{key}", _unknown(key, SPEC_FIELDS, "step field"))
+            own_conditions, own_filters = self.predicates(pid, f"{name}.", value)
+            on = value.get("on")
+            field_name = f"{name}.on"
+        else:
+            own_conditions, own_filters, on, field_name = (), (), value, name
+        if not isinstance(on, str) or not GLOB.match(on):
+            self.fail(pid, field_name, "required: an event type or a glob such as 'order.*'")
+            on = "invalid"
+        return EventSpec(on, own_conditions + conditions, own_filters + filters)
+
+    def spec_list(self, pid: str, name: str, value: object, spec: Callable, minimum: int
+                  ) -> tuple[EventSpec, ...]:
+        if not isinstance(value, list) or len(value) < minimum:
+            self.fail(pid, name, f"required: a list of at least {minimum} event types or tables")
+            return ()
+        return tuple(spec(item, f"{name}[{i}]") for i, item in enumerate(value))
+
+    def required_duration(self, pid: str, entry: dict[str, Any], name: str) -> float:
+        if name not in entry:
+            self.fail(pid, name, "required: a duration such as \"30s\" or \"5m\"")
+            return 1.0
+        seconds = self.duration(pid, name, entry[name])
+        if seconds is not None and seconds <= 0:
+            self.fail(pid, name, "must be longer than zero")
+        return seconds or 1.0
+
+    def threshold(self, pid: str, entry: dict[str, Any], common: dict, spec: Callable
+                  ) -> Pattern:
+        count = entry.get("count")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            self.fail(pid, "count", f"required: a whole number of at least 1, got {count!r}")
+            count = 1
+        window_kind = entry.get("window_kind", "sliding")
+        if window_kind not in ("sliding", "tumbling", "hopping"):
+            self.fail(pid, "window_kind", "must be sliding, tumbling or hopping")
+        window = self.required_duration(pid, entry, "window")
+        hop = None
+        if window_kind == "hopping":
+            hop = self.required_duration(pid, entry, "hop")
+            if hop > window:
+                self.fail(pid, "hop", "must not be longer than window")
+        elif "hop" in entry:
+            self.fail(pid, "hop", "only hopping windows take a hop")
+        return ThresholdPattern(**common, on=spec(entry.get("on"), "on"), count=count,
+                                window=window, window_kind=window_kind, hop=hop)
+
+    def sequence(self, pid: str, entry: dict[str, Any], common: dict, spec: Callable
+                 ) -> Pattern:
+        steps = self.spec_list(pid, "steps", entry.get("steps"), spec, minimum=2)
+        max_interval = self.required_duration(pid, entry, "max_interval")
+        within = None
+        if "within" in entry:
+            within = self.duration(pid, "within", entry["within"])
+        timeout_action = entry.get("timeout_action")
+        if timeout_action is not None and (not isinstance(timeout_action, str)
+                                           or not NAME.match(timeout_action)):
+            self.fail(pid, "timeout_action", "must be an action name")
+            timeout_action = None
+        timeout_capability = entry.get("timeout_capability")
+        if timeout_capability is not None:
+            if timeout_action is None:
+                self.fail(pid, "timeout_capability", "needs timeout_action")
+            elif not isinstance(timeout_capability, str) or not NAME.match(timeout_capability):
+                self.fail(pid, "timeout_capability", "must be a capability name")
+        return SequencePattern(**common, steps=steps, max_interval=max_interval, within=within,
+                               timeout_action=timeout_action,
+                               timeout_capability=timeout_capability)
+
+
+def _unknown(key: str, allowed: set[str], what: str) -> str:
+    close = difflib.get_close_matches(key, sorted(allowed), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {', '.join(sorted(allowed))}"
+    return f"unknown {what}{hint}"
+
+
+def _seconds(value: object) -> object:
+    """The seed material writes windows as whole seconds; turn them into duration strings."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value}s"
+    return value
+
+
+def _from_seed_pattern(entry: object) -> object:
+    """Map the seed material's `type = ...` shorthand onto the kinds."""
+    if not isinstance(entry, Mapping) or "type" not in entry or "kind" in entry:
+        return entry
+    entry = dict(entry)
+    seed_type = entry.pop("type")
+    if "target_capability" in entry:
+        entry.setdefault("capability", entry.pop("target_capability"))
+    if "condition" in entry:
+        entry.setdefault("when", entry.pop("condition"))
+    if "pattern_id" in entry:
+        entry.setdefault("id", entry.pop("pattern_id"))
+    if seed_type == "threshold_pattern":
+        entry["kind"] = "threshold"
+        entry.setdefault("on", entry.pop("event_type", None))
+        entry.setdefault("count", entry.pop("threshold", None))
+        entry.setdefault("window", _seconds(entry.pop("time_window", None)))
+    elif seed_type == "temporal_sequence":
+        entry["kind"] = "temporal"
+        required = list(entry.pop("required_events", []) or [])
+        trigger = entry.pop("trigger_event", None)
+        if trigger and trigger not in required:
+            required.append(trigger)
+        entry.setdefault("all_of", required)
+        entry.setdefault("window", _seconds(entry.pop("time_window", None)))
+    elif seed_type == "state_transition":
+        entry["kind"] = "event"
+        entry.setdefault("on", entry.pop("event_type", None))
+    else:
+        entry["kind"] = seed_type
+    return entry
+
+
+def _from_seed_sequence(entry: object) -> object:
+    """Map a seed `[[sequences]]` entry onto a sequence pattern."""
+    if not isinstance(entry, Mapping):
+        return entry
+    entry = dict(entry)
+    out: dict[str, Any] = {"kind": "sequence"}
+    out["id"] = entry.pop("sequence_id", entry.pop("id", None))
+    out["steps"] = entry.pop("events", entry.pop("steps", None))
+    out["max_interval"] = _seconds(entry.pop("max_interval", 60))
+    out["capability"] = entry.pop("target_capability", entry.pop("capability", None))
+    out.update(entry)
+    return out

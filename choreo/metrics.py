@@ -1,0 +1,29 @@
+"""Prometheus metrics, one registry per process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+EVENTS_IN = Counter("choreo_events_in_total", "Valid events read, by type.", ["event_type"],
+                    registry=REGISTRY)
+DEAD_LETTERED = Counter("choreo_dead_lettered_total", "Records sent to a dead-letter topic.",
+                        ["reason"], registry=REGISTRY)
+DUPLICATES = Counter("choreo_duplicates_total", "Events dropped as duplicates.", ["stage"],
+                     registry=REGISTRY)
+ACTIONS_SENT = Counter("choreo_actions_sent_total", "Action events sent, by pattern.",
+                       ["pattern_id", "capability"], registry=REGISTRY)
+CONDITION_ERRORS = Counter("choreo_condition_errors_total",
+                           "Conditions that could not be evaluated (the pattern did not fire).",
+                           ["pattern_id"], registry=REGISTRY)
+WORKER_ACTIONS = Counter("choreo_worker_actions_total", "Actions handled by workers.",
+                         ["capability", "outcome"], registry=REGISTRY)
+WORKER_SECONDS = Histogram("choreo_worker_action_seconds", "Time a worker took for an action.",
+                           ["capability"], registry=REGISTRY)
+ACTION_LATENCY = Histogram(
+    "choreo_event_to_action_seconds",
+    "Wall time from the triggering event's timestamp to its action being sent.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)

@@ -1,0 +1,1 @@
+"""Faust stream agents: read events, keep pattern state in tables, send actions."""

@@ -1,0 +1,60 @@
+"""The engine's agent: validate each event, drop duplicates, fire patterns, send actions."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import faust
+
+from choreo.app import Runtime
+from choreo.dead_letter import Origin
+from choreo.envelope import InvalidEvent, parse_event
+from choreo.metrics import ACTION_LATENCY, ACTIONS_SENT, DUPLICATES, EVENTS_IN
+from tables.dedup import dedup_key, seen_events_table
+from tables.expiring import ExpiringTable
+
+log = logging.getLogger(__name__)
+
+
+def register_matcher(runtime: Runtime) -> None:
+    """Add the `match_events` agent and its de-duplication table to the app."""
+    choreography = runtime.choreography
+    seen = seen_events_table(runtime.app, choreography.defaults.dedup_horizon,
+                             runtime.settings.partitions)
+    runtime.seen_events = seen  # type: ignore[attr-defined]
+
+    async def match_events(stream: faust.StreamT) -> None:
+        async for record in stream.events():
+            await process_record(runtime, seen, record)
+
+    runtime.app.agent(runtime.events_topic, name="match_events")(match_events)
+
+
+async def process_record(runtime: Runtime, seen: ExpiringTable, record: faust.EventT) -> None:
+    """Handle one record of the events topic."""
+    message = record.message
+    origin = Origin(message.topic, message.partition, message.offset)
+    try:
+        event = parse_event(record.value, runtime.choreography.defaults.max_event_bytes)
+    except InvalidEvent as exc:
+        await runtime.dead_letter(record.value, message.key, exc.reason, exc.detail, origin,
+                                  stage="ingest")
+        return
+    EVENTS_IN.labels(event.event_type).inc()
+    seen.advance(message.partition, event.ts)
+    key = dedup_key(event.source, event.event_id)
+    first_offset = seen.get(key)
+    if first_offset is not None and first_offset != message.offset:
+        DUPLICATES.labels("engine").inc()
+        log.debug("duplicate event %s from %s dropped", event.event_id, event.source)
+        return
+    # The first offset is kept so that a record re-read after a crash is not its own duplicate.
+    seen.put(key, event.ts, message.partition, message.offset)
+    for action in runtime.matcher.match(event):
+        topic = runtime.capability_topic(action.capability)
+        correlation = action.event.correlation_id
+        await topic.send(key=correlation.encode() if correlation else None,
+                         value=action.event.to_bytes())
+        ACTIONS_SENT.labels(action.event.payload["pattern_id"], action.capability).inc()
+        ACTION_LATENCY.observe(max(0.0, time.time() - event.ts))

@@ -1,0 +1,1 @@
+"""Tables that hold pattern and processing state (RocksDB-backed, changelog-replicated)."""

@@ -1,0 +1,26 @@
+"""De-duplication state: event ids seen per source, and action ids handled per worker."""
+
+from __future__ import annotations
+
+import faust
+
+from tables.expiring import ExpiringTable
+
+
+def seen_events_table(app: faust.App, horizon: float, partitions: int) -> ExpiringTable:
+    """Events already applied, keyed by source and event id, kept for `horizon` seconds."""
+    table = app.Table("seen-events", default=None, partitions=partitions,
+                      help="source + event_id -> [event_ts, partition, 1]")
+    return ExpiringTable(table, horizon=horizon, every=min(60.0, max(horizon / 10, 1.0)))
+
+
+def handled_actions_table(app: faust.App, capability: str, horizon: float,
+                          partitions: int) -> ExpiringTable:
+    """Action ids a capability's workers have already handled."""
+    table = app.Table(f"handled-actions-{capability}", default=None, partitions=partitions,
+                      help="action event_id -> [event_ts, partition, outcome]")
+    return ExpiringTable(table, horizon=horizon, every=min(60.0, max(horizon / 10, 1.0)))
+
+
+def dedup_key(source: str, event_id: str) -> str:
+    return f"{source}\x1f{event_id}"
