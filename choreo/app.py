@@ -12,7 +12,7 @@ from choreo.dead_letter import Origin, dead_letter_headers
 from choreo.matching import EventMatcher, PatternStats
 from choreo.metrics import DEAD_LETTERED
 from choreo.settings import Settings
-from choreo.topics import ensure_topics
+from choreo.topics import ensure_topics, wait_for_coordinator
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,10 @@ class ChoreoApp(faust.App):
     async def on_first_start(self) -> None:
         await super().on_first_start()
         if self.runtime is not None and not self.conf.broker[0].scheme.startswith("memory"):
-            await ensure_topics(self.runtime.settings.bootstrap_servers,
-                                self.runtime.topic_names(), self.runtime.settings.partitions)
+            bootstrap = self.runtime.settings.bootstrap_servers
+            await ensure_topics(bootstrap, self.runtime.topic_names(),
+                                self.runtime.settings.partitions)
+            await wait_for_coordinator(bootstrap, self.conf.id)
 
 
 def create_app(settings: Settings, choreography: Choreography | None = None) -> Runtime:

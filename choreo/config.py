@@ -237,7 +237,8 @@ class _Loader:
         allowed = COMMON | KIND_FIELDS[kind]
         for key in entry:
             if key not in allowed:
-                self.fail(pid, key, _unknown(key, allowed, f"field of {'an' if kind[0] in 'aeiou' else 'a'} {kind} pattern"))
+                article = "an" if kind[0] in "aeiou" else "a"
+                self.fail(pid, key, _unknown(key, allowed, f"field of {article} {kind} pattern"))
         common = self.common(pid, entry, defaults)
         pattern_conditions, pattern_filters = self.predicates(pid, "", entry)
         def spec(value: object, name: str) -> EventSpec:
@@ -383,7 +384,10 @@ class _Loader:
 
 def _unknown(key: str, allowed: set[str], what: str) -> str:
     close = difflib.get_close_matches(key, sorted(allowed), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {', '.join(sorted(allowed))}"
+    if close:
+        hint = f"; did you mean {close[0]!r}?"
+    else:
+        hint = f"; expected one of {', '.join(sorted(allowed))}"
     return f"unknown {what}{hint}"
 
 

@@ -28,6 +28,20 @@ class Record:
     def json(self) -> Any:
         return orjson.loads(self.value) if self.value is not None else None
 
+    def envelope(self) -> dict[str, Any] | None:
+        """The value as an envelope-shaped dict, or None for anything malformed."""
+        try:
+            data = self.json()
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("metadata"), dict):
+            return None
+        return data
+
+
+def envelopes(records: Iterable[Record]) -> list[dict[str, Any]]:
+    return [e for e in (r.envelope() for r in records) if e is not None]
+
 
 def producer(bootstrap: str, **kwargs: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,

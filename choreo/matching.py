@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 class PatternIndex:
-    """Which patterns listen to an event type: exact names in a dict, globs resolved once per type."""
+    """Which patterns listen to an event type: exact names in a dict, globs once per type."""
 
     def __init__(self, patterns: Iterable[Pattern]) -> None:
         self.patterns = tuple(patterns)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -29,5 +31,29 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int,
                 pass
             log.info("created topics: %s", ", ".join(missing))
         return missing
+    finally:
+        await admin.close()
+
+
+async def wait_for_coordinator(bootstrap: str, group_id: str, timeout: float = 60.0) -> None:
+    """Wait until the broker can coordinate `group_id`.
+
+    A broker that has just been formatted creates its offsets topic on the first group
+    request; a Faust consumer that joins during that window has been seen to stop
+    fetching from some of its partitions, so the worker waits here first.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                await admin.find_coordinator(group_id)
+                return
+            except Exception as exc:  # noqa: BLE001 - any error means not yet
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no group coordinator for {group_id!r} after "
+                                       f"{timeout}s: {exc}") from exc
+                await asyncio.sleep(0.5)
     finally:
         await admin.close()

@@ -26,8 +26,25 @@ def pattern_summaries(runtime: Runtime) -> list[dict[str, Any]]:
     ]
 
 
+def readiness(runtime: Runtime) -> dict[str, Any]:
+    """Ready once the worker has partitions and has finished restoring its tables."""
+    app = runtime.app
+    assigned = app.consumer.assignment() if app.consumer else set()
+    recovered = app.tables.recovery.completed.is_set()
+    return {
+        "status": "ready" if assigned and recovered else "starting",
+        "assigned_partitions": len(assigned),
+        "tables_recovered": recovered,
+    }
+
+
 def register_views(runtime: Runtime) -> None:
     app = runtime.app
+
+    @app.page("/health/")
+    async def health(web, request):  # noqa: ANN001 - Faust view signature
+        body = readiness(runtime)
+        return web.json(body, status=200 if body["status"] == "ready" else 503)
 
     @app.page("/patterns/")
     async def patterns(web, request):  # noqa: ANN001 - Faust view signature

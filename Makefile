@@ -1,0 +1,50 @@
+# Choreo: `make demo` runs the whole pipeline on a local Kafka; `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test unit integration lint check kafka-start kafka-stop kafka-status clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+# The whole suite; the integration tests start (and stop) their own broker unless
+# CHOREO_BROKER names one.
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q tests
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest -q tests/unit tests/agents
+
+integration: $(STAMP)
+	$(VENV)/bin/pytest -q -m integration tests/integration
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+check: $(STAMP)
+	$(VENV)/bin/choreo check
+
+kafka-start:
+	scripts/kafka-local start
+
+kafka-stop:
+	scripts/kafka-local stop
+
+kafka-status:
+	scripts/kafka-local status
+
+clean:
+	-scripts/kafka-local stop --purge
+	rm -rf $(VENV) .kafka choreo-data .pytest_cache .ruff_cache

@@ -1,0 +1,161 @@
+"""The `choreo` command: feed events, check a choreography, read trails and dead letters."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from choreo.config import ConfigError, load_choreography
+from choreo.dead_letter import read_dead_letter_headers
+from choreo.kafka_io import collect, complete_envelope, key_for, send_all
+from choreo.settings import Settings
+
+
+def _lines(stream: IO[bytes], raw: bool, source: str, errors: list[str]
+           ) -> Iterator[tuple[bytes | None, bytes]]:
+    for number, line in enumerate(stream, 1):
+        line = line.rstrip(b"\r\n")
+        if not line.strip():
+            continue
+        if raw:
+            yield None, line
+            continue
+        try:
+            data = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            errors.append(f"line {number}: not JSON ({exc}); use --raw to send it as it is")
+            continue
+        if isinstance(data, dict):
+            data = complete_envelope(data, source)
+        yield key_for(data), orjson.dumps(data)
+
+
+def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
+    """Send JSON lines from a file or standard input to the events topic."""
+    from tqdm import tqdm
+
+    topic = args.topic or _choreography(settings).topics.events_topic
+    errors: list[str] = []
+    stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    total = None
+    if args.file != "-":
+        total = sum(1 for line in open(args.file, "rb") if line.strip())  # noqa: SIM115
+    with stream, tqdm(total=total, unit="ev", desc=f"-> {topic}", file=sys.stderr,
+                      disable=args.quiet) as bar:
+        sent = asyncio.run(send_all(settings.bootstrap_servers, topic,
+                                    _lines(stream, args.raw, args.source, errors),
+                                    on_sent=bar.update))
+    for error in errors:
+        print(error, file=sys.stderr)
+    print(f"sent {sent} event(s) to {topic}" + (f", skipped {len(errors)}" if errors else ""),
+          file=sys.stderr)
+    return 1 if errors else 0
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    """Load a choreography file and report every problem, or a summary."""
+    path = Path(args.config) if args.config else settings.config_path
+    try:
+        choreography = load_choreography(path)
+    except ConfigError as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return 2
+    kinds: dict[str, int] = {}
+    for pattern in choreography.patterns:
+        kinds[pattern.kind] = kinds.get(pattern.kind, 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in kinds.items())
+    print(f"{path}: ok, {len(choreography.patterns)} pattern(s) ({summary}); "
+          f"capabilities: {', '.join(choreography.capabilities)}")
+    return 0
+
+
+def cmd_trail(args: argparse.Namespace, settings: Settings) -> int:
+    """Print every event and action of one correlation id, in order."""
+    choreography = _choreography(settings)
+    topics = [choreography.topics.events_topic,
+              *(choreography.topics.capability_topic(c) for c in choreography.capabilities)]
+    records = asyncio.run(collect(settings.bootstrap_servers, topics, idle=args.idle))
+    rows = []
+    for record in records:
+        try:
+            data = record.json()
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(data, dict):
+            continue
+        metadata = data.get("metadata") or {}
+        if metadata.get("correlation_id") != args.correlation_id:
+            continue
+        rows.append((data.get("timestamp", ""), record.timestamp_ms, data))
+    for _ts, _kafka_ts, data in sorted(rows, key=lambda r: (r[1], r[0])):
+        print(format_trail_line(data))
+    return 0 if rows else 1
+
+
+def format_trail_line(data: dict) -> str:
+    payload = data.get("payload") or {}
+    if data.get("event_type") == "action.requested":
+        return (f"  -> action {payload.get('action')} to {payload.get('capability')} "
+                f"(pattern {payload.get('pattern_id')}, priority {payload.get('priority')})")
+    return f"{data.get('event_type')}  from {data.get('source')}"
+
+
+def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the dead-letter topic's records with their reasons."""
+    topic = _choreography(settings).topics.dead_letter_topic
+    records = asyncio.run(collect(settings.bootstrap_servers, [topic], idle=args.idle))
+    for record in records[-args.last:]:
+        info = read_dead_letter_headers(record.headers)
+        preview = (record.value or b"")[:80]
+        print(f"{info.get('topic')}:{info.get('partition')}@{info.get('offset')} "
+              f"{info.get('reason')}: {info.get('detail')}  value={preview!r}")
+    return 0
+
+
+def _choreography(settings: Settings):  # noqa: ANN202
+    try:
+        return load_choreography(settings.config_path)
+    except ConfigError as exc:
+        raise SystemExit(f"{settings.config_path}: {exc}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="choreo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    produce = sub.add_parser("produce", help="send JSON lines (a file or -) to the events topic")
+    produce.add_argument("file", nargs="?", default="-")
+    produce.add_argument("--topic", help="another topic than the choreography's events topic")
+    produce.add_argument("--source", default="choreo.produce",
+                         help="source for lines that have none")
+    produce.add_argument("--raw", action="store_true",
+                         help="send each line's bytes untouched (to test the dead-letter path)")
+    produce.add_argument("--quiet", action="store_true", help="no progress bar")
+    produce.set_defaults(func=cmd_produce)
+
+    check = sub.add_parser("check", help="validate a choreography file")
+    check.add_argument("config", nargs="?")
+    check.set_defaults(func=cmd_check)
+
+    trail = sub.add_parser("trail", help="the events and actions of one correlation id")
+    trail.add_argument("correlation_id")
+    trail.add_argument("--idle", type=float, default=1.0)
+    trail.set_defaults(func=cmd_trail)
+
+    dlq = sub.add_parser("dead-letters", help="recent dead-letter records and their reasons")
+    dlq.add_argument("--last", type=int, default=20)
+    dlq.add_argument("--idle", type=float, default=1.0)
+    dlq.set_defaults(func=cmd_dead_letters)
+
+    args = parser.parse_args(argv)
+    return args.func(args, Settings.from_env())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
