@@ -72,7 +72,7 @@ class ChoreoApp(faust.App):
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
-        if self.runtime is not None and not self.conf.broker[0].scheme.startswith("memory"):
+        if self.runtime is not None:
             bootstrap = self.runtime.settings.bootstrap_servers
             await ensure_topics(bootstrap, self.runtime.topic_names(),
                                 self.runtime.settings.partitions)

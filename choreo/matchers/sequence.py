@@ -35,8 +35,6 @@ class SequenceMatcher(KeyedMatcher):
 
     def apply(self, core: dict, event: Event, marks: Any, key: str) -> list[Action]:
         steps = core.get("steps", [])
-        if 0 in marks and len(steps) not in marks:
-            steps = []
         if len(steps) not in marks:
             return []
         if steps:

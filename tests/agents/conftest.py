@@ -1,0 +1,49 @@
+"""Agent tests: the real agents on a memory:// app, driven with Faust's test_context()."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from choreo.app import Runtime, create_app, wire
+from choreo.config import load_choreography
+from choreo.settings import BUNDLED_CONFIG, Settings
+
+
+@dataclass
+class Sent:
+    """What the agents sent, by topic name, as (key, value, headers)."""
+
+    records: dict[str, list[tuple]] = field(default_factory=dict)
+
+    def values(self, topic: str) -> list[bytes]:
+        return [value for _key, value, _headers in self.records.get(topic, [])]
+
+
+def record_sends(runtime: Runtime) -> Sent:
+    sent = Sent()
+    topics = [runtime.events_topic, runtime.dead_letter_topic, *runtime.capability_topics.values()]
+    for topic in topics:
+        name = topic.get_topic_name()
+
+        async def send(*, key=None, value=None, headers=None, _name=name, **_kw):  # noqa: ANN001
+            sent.records.setdefault(_name, []).append((key, value, headers))
+
+        topic.send = send  # type: ignore[method-assign]
+    return sent
+
+
+@pytest.fixture
+def runtime(tmp_path) -> Runtime:
+    # test_context() never connects; the broker address is only a placeholder.
+    settings = Settings(broker="kafka://127.0.0.1:1", store="memory://", data_dir=tmp_path)
+    rt = wire(create_app(settings, load_choreography(BUNDLED_CONFIG)))
+    rt.app.finalize()
+    rt.app.conf.store = "memory://"
+    return rt
+
+
+@pytest.fixture
+def sent(runtime: Runtime) -> Sent:
+    return record_sends(runtime)
