@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from choreo.envelope import Event, event_from_mapping, now_iso
 
 ENGINE_SOURCE = "choreo.engine"
@@ -16,8 +18,9 @@ _NAMESPACE = uuid.UUID("6f1c3d2e-8a4b-5c6d-9e0f-1a2b3c4d5e6f")
 
 def action_id(pattern_id: str, key: str, trigger_ids: Sequence[str], variant: str = "") -> str:
     """A deterministic id: the same pattern, key and triggers always give the same id."""
-    parts = [pattern_id, key, variant, *trigger_ids]
-    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(parts)))
+    # A JSON array is an unambiguous encoding: no choice of ids can make two inputs collide.
+    return str(uuid.uuid5(_NAMESPACE, orjson.dumps([pattern_id, key, variant, *trigger_ids])
+                          .decode()))
 
 
 @dataclass(frozen=True, slots=True)

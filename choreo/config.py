@@ -109,6 +109,8 @@ def load_choreography(path: str | Path) -> Choreography:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([ConfigIssue("-", "-", f"cannot read {path}: {exc.strerror}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([ConfigIssue("-", "-", f"cannot read {path}: not UTF-8 text")]) from None
     return parse_choreography(text, source=str(path))
 
 
@@ -198,6 +200,16 @@ class _Loader:
         topics = Topics(**{**default.__dict__, **values})
         if "{capability}" not in topics.capability:
             self.fail("-", "topics.capability", "must contain the placeholder {capability}")
+        else:
+            try:
+                sample = topics.capability_topic("x")
+            except (KeyError, IndexError, ValueError):
+                self.fail("-", "topics.capability",
+                          "{capability} is the only placeholder it may contain")
+            else:
+                if not NAME.match(sample):
+                    self.fail("-", "topics.capability",
+                              f"gives {sample!r}, not a valid Kafka topic name")
         for name in (topics.events_topic, topics.dead_letter_topic):
             if not NAME.match(name):
                 self.fail("-", "topics", f"{name!r} is not a valid Kafka topic name")
@@ -365,7 +377,7 @@ class _Loader:
         max_interval = self.required_duration(pid, entry, "max_interval")
         within = None
         if "within" in entry:
-            within = self.duration(pid, "within", entry["within"])
+            within = self.required_duration(pid, entry, "within")
         timeout_action = entry.get("timeout_action")
         if timeout_action is not None and (not isinstance(timeout_action, str)
                                            or not NAME.match(timeout_action)):

@@ -44,7 +44,7 @@ def build_trail(envelopes: Iterable[dict[str, Any]], *, lifecycle: bool = False)
     for node in order:
         cause = (node.data.get("metadata") or {}).get("causation_id")
         parent = nodes.get(cause) if isinstance(cause, str) else None
-        if parent is None:
+        if parent is None or parent is node:
             roots.append(node)
         else:
             parent.children.append(node)
