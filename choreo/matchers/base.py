@@ -15,6 +15,10 @@ Time is event time. With L the pattern's `allowed_lateness` and W the watermark:
   passed, when d + L < W; events at exactly d are applied before it.
 
 `deadline(state)` is the smallest watermark at which `on_time` has something to do.
+The snapshot remembers the highest watermark its key has seen, so a lower one handed in
+later (say after a restart) cannot reorder what was applied. Only events a pattern cares
+about (type, filters and conditions hold) are buffered or reported late; a matcher does not
+de-duplicate, the same event delivered twice counts twice.
 """
 
 from __future__ import annotations
@@ -119,9 +123,9 @@ def event_ref(snap: Snapshot) -> dict[str, Any]:
 class KeyedMatcher:
     """The lateness, buffer and deadline loop; each kind supplies the hooks below.
 
-    Snapshot layout: {"key", "wm" (highest watermark seen), "seq" (arrival counter),
-    "buf" (events waiting for the watermark, sorted by ts then arrival), "core" (the kind's
-    own state, which drops its fields when they empty)}.
+    Snapshot layout: {"key", "wm" (highest watermark seen), "seq" (arrival counter, reset
+    when the buffer empties), "buf" (events waiting for the watermark, sorted by ts then
+    arrival), "core" (the kind's own state, which drops its fields when they empty)}.
     """
 
     kind = "pattern"
@@ -160,7 +164,7 @@ class KeyedMatcher:
         self.stats.seen[self.pattern.id] += 1
         st = _copy(state) if state else {"key": key, "wm": watermark, "seq": 0, "buf": [],
                                           "core": {}}
-        wm = st["wm"] = max(watermark, st["wm"])
+        wm = st["wm"] = max(watermark, event.ts, st["wm"])
         marks = self.classify(event)
         late = False
         if marks is not None:
@@ -246,6 +250,8 @@ class KeyedMatcher:
             elif due is not None and (head is not None or due + lateness < wm):
                 actions += self.expire(core, due, key)
             else:
+                if not buf:
+                    st["seq"] = 0  # arrival numbers only order what is buffered
                 return actions
 
 
