@@ -51,34 +51,49 @@ def derived_id(action_id: str, suffix: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{action_id}/{suffix}"))
 
 
-def lifecycle_events(action: Event, capability: str, results: list[Result] | None,
-                     error: str | None, duration: float) -> list[Event]:
-    """The events a worker publishes for one action, in order: started, results, outcome."""
-    source = f"agent.{capability}"
-    info = {
+def _info(action: Event, capability: str) -> dict[str, Any]:
+    return {
         "action_id": action.event_id,
         "action": action.payload.get("action"),
         "capability": capability,
         "pattern_id": action.payload.get("pattern_id"),
     }
 
-    def make(event_type: str, payload: Mapping[str, Any], suffix: str) -> Event:
-        return new_event(event_type, payload, source=source,
-                         correlation_id=action.correlation_id, causation_id=action.event_id,
-                         event_id=derived_id(action.event_id, suffix))
 
-    out = [make("action.started", info, "started")]
+def _derived(action: Event, capability: str, event_type: str, payload: Mapping[str, Any],
+             suffix: str) -> Event:
+    return new_event(event_type, payload, source=f"agent.{capability}",
+                     correlation_id=action.correlation_id, causation_id=action.event_id,
+                     event_id=derived_id(action.event_id, suffix))
+
+
+def started_event(action: Event, capability: str) -> Event:
+    """The `action.started` event a worker publishes before running the handler."""
+    return _derived(action, capability, "action.started", _info(action, capability), "started")
+
+
+def outcome_events(action: Event, capability: str, results: list[Result] | None,
+                   error: str | None, duration: float) -> list[Event]:
+    """The result events and then `action.completed`, or just `action.failed`."""
+    info = _info(action, capability)
     if error is not None:
-        out.append(make("action.failed", {**info, "error": error}, "failed"))
-        return out
-    for index, result in enumerate(results or []):
-        out.append(make(result.event_type, result.payload, f"result/{index}/{result.event_type}"))
-    out.append(make("action.completed", {
+        return [_derived(action, capability, "action.failed", {**info, "error": error},
+                         "failed")]
+    out = [_derived(action, capability, r.event_type, r.payload,
+                    f"result/{index}/{r.event_type}") for index, r in enumerate(results or [])]
+    out.append(_derived(action, capability, "action.completed", {
         **info,
         "results": [r.event_type for r in results or []],
         "duration_ms": round(duration * 1000, 3),
     }, "completed"))
     return out
+
+
+def lifecycle_events(action: Event, capability: str, results: list[Result] | None,
+                     error: str | None, duration: float) -> list[Event]:
+    """The events a worker publishes for one action, in order: started, results, outcome."""
+    return [started_event(action, capability),
+            *outcome_events(action, capability, results, error, duration)]
 
 
 async def run_handler(handler: Handler | None, action: Event, timeout: float
@@ -146,14 +161,13 @@ async def handle_record(runtime: Runtime, capability: str, actions: Mapping[str,
         DUPLICATES.labels("worker").inc()
         return
     key = action.correlation_id.encode() if action.correlation_id else None
-    started_event = lifecycle_events(action, capability, None, "", 0.0)[0]
-    await runtime.events_topic.send(key=key, value=started_event.to_bytes())
+    await runtime.events_topic.send(key=key, value=started_event(action, capability).to_bytes())
     started = time.perf_counter()
     results, error = await run_handler(actions.get(action.payload["action"]), action,
                                        DEFAULT_TIMEOUT)
     duration = time.perf_counter() - started
     WORKER_SECONDS.labels(capability).observe(duration)
     WORKER_ACTIONS.labels(capability, "failed" if error else "completed").inc()
-    for event in lifecycle_events(action, capability, results, error, duration)[1:]:
+    for event in outcome_events(action, capability, results, error, duration):
         await runtime.events_topic.send(key=key, value=event.to_bytes())
     handled.put(action.event_id, action.ts, message.partition, message.offset)
