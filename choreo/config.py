@@ -30,6 +30,9 @@ from choreo.patterns import (
 
 NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 GLOB = re.compile(r"^[A-Za-z0-9_.\-*?\[\]!]+$")
+# A hopping window of length w and hop h puts each event in w/h windows, each a counter in
+# the key's state; past this the state of one key would grow with the ratio.
+MAX_WINDOWS_PER_EVENT = 100
 GROUP_BY = re.compile(r"^(payload|metadata)(\.[A-Za-z0-9_\-]+)+$|^source$")
 
 
@@ -59,10 +62,16 @@ class Topics:
     events: str = "events"
     dead_letter: str = "events.dlq"
     capability: str = "capability.{capability}"
+    rekeyed: str = "events.rekeyed"
 
     @property
     def events_topic(self) -> str:
         return self.prefix + self.events
+
+    @property
+    def rekeyed_topic(self) -> str:
+        """Internal: events re-sent keyed by a pattern's key when it is not their partition's."""
+        return self.prefix + self.rekeyed
 
     @property
     def dead_letter_topic(self) -> str:
@@ -78,6 +87,7 @@ class Defaults:
     dedup_horizon: float = 24 * 3600.0
     idle_timeout: float = 30.0
     max_event_bytes: int = 1024 * 1024
+    correlation_ttl: float = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -192,7 +202,8 @@ class _Loader:
         for key, value in raw.items():
             if key not in ("prefix", "events", "dead_letter", "capability"):
                 self.fail("-", f"topics.{key}", _unknown(key, {"prefix", "events", "dead_letter",
-                                                                "capability"}, "topics field"))
+                                                                "capability", "rekeyed"},
+                                                          "topics field"))
             elif not isinstance(value, str) or (key != "prefix" and not value):
                 self.fail("-", f"topics.{key}", "must be a non-empty string")
             else:
@@ -210,7 +221,7 @@ class _Loader:
                 if not NAME.match(sample):
                     self.fail("-", "topics.capability",
                               f"gives {sample!r}, not a valid Kafka topic name")
-        for name in (topics.events_topic, topics.dead_letter_topic):
+        for name in (topics.events_topic, topics.dead_letter_topic, topics.rekeyed_topic):
             if not NAME.match(name):
                 self.fail("-", "topics", f"{name!r} is not a valid Kafka topic name")
         return topics
@@ -221,7 +232,7 @@ class _Loader:
             return Defaults()
         out: dict[str, Any] = {}
         for key, value in raw.items():
-            if key in ("allowed_lateness", "dedup_horizon", "idle_timeout"):
+            if key in ("allowed_lateness", "dedup_horizon", "idle_timeout", "correlation_ttl"):
                 out[key] = self.duration("-", f"defaults.{key}", value)
             elif key == "max_event_bytes":
                 if isinstance(value, bool) or not isinstance(value, int) or value < 256:
@@ -360,12 +371,17 @@ class _Loader:
         window_kind = entry.get("window_kind", "sliding")
         if window_kind not in ("sliding", "tumbling", "hopping"):
             self.fail(pid, "window_kind", "must be sliding, tumbling or hopping")
+        before = len(self.issues)
         window = self.required_duration(pid, entry, "window")
         hop = None
         if window_kind == "hopping":
             hop = self.required_duration(pid, entry, "hop")
-            if hop > window:
-                self.fail(pid, "hop", "must not be longer than window")
+            if len(self.issues) == before:  # both durations are good
+                if hop > window:
+                    self.fail(pid, "hop", "must not be longer than window")
+                elif window / hop > MAX_WINDOWS_PER_EVENT:
+                    self.fail(pid, "hop", f"window/hop is {window / hop:g}: an event would fall "
+                              f"in more than {MAX_WINDOWS_PER_EVENT} windows")
         elif "hop" in entry:
             self.fail(pid, "hop", "only hopping windows take a hop")
         return ThresholdPattern(**common, on=spec(entry.get("on"), "on"), count=count,

@@ -14,6 +14,7 @@ State: a counter per open window, dropped when the window closes.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Any
 
 from choreo.actions import Action
@@ -23,10 +24,13 @@ from choreo.patterns import ThresholdPattern
 
 
 def window_indexes(ts: float, window: float, hop: float) -> list[int]:
-    """The k of every window [k*hop, k*hop + window) that holds ts."""
-    first = math.floor((ts - window) / hop) - 1
-    last = math.floor(ts / hop) + 1
-    return [k for k in range(first, last + 1) if k * hop <= ts < k * hop + window]
+    """The k of every window [k*hop, k*hop + window) that holds ts.
+
+    Worked out in exact fractions of the floats given: with float products, k*hop + window
+    can fall short of (k+1)*hop and leave an event in no window at all.
+    """
+    t, w, h = Fraction(ts), Fraction(window), Fraction(hop)
+    return list(range(math.floor((t - w) / h) + 1, math.floor(t / h) + 1))
 
 
 class ThresholdMatcher(KeyedMatcher):

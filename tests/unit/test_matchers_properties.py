@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable
+from fractions import Fraction
 from itertools import product
 
 from hypothesis import HealthCheck, given, settings
@@ -193,13 +194,19 @@ def ref_sliding(p: ThresholdPattern, pairs: list) -> Ref:
     return out
 
 
+def in_window(ts: float, k: int, window: float, hop: float) -> bool:
+    """k*hop <= ts < k*hop + window, in exact arithmetic on the given floats."""
+    start = k * Fraction(hop)
+    return start <= Fraction(ts) < start + Fraction(window)
+
+
 def ref_fixed(p: ThresholdPattern, pairs: list) -> Ref:
     hop = p.hop or p.window
     counts: Counter = Counter()
     out = []
     for e, _ in pairs:
         for k in range(math.floor((T0 - 50) / hop), math.ceil((T0 + 100) / hop)):
-            if k * hop <= e.ts < k * hop + p.window:
+            if in_window(e.ts, k, p.window, hop):
                 counts[k] += 1
                 if counts[k] == p.count:
                     out.append(([e], f"window:{k}"))
@@ -328,6 +335,6 @@ def test_window_indexes_agree_with_membership(ts, hop, hops_per_window):
     found = window_indexes(ts, window, hop)
     first = math.floor((ts - window) / hop) - 3
     brute = [k for k in range(first, first + hops_per_window + 8)
-             if k * hop <= ts < k * hop + window]
+             if in_window(ts, k, window, hop)]
     assert found == brute
     assert 1 <= len(found) <= hops_per_window + 1
