@@ -50,8 +50,13 @@ def build_action(
     key: str | None = None,
     variant: str = "",
     extra: Mapping[str, Any] | None = None,
+    timestamp: str | None = None,
 ) -> Action:
-    """Build the action.requested envelope for a pattern fired by `triggers` (last one latest)."""
+    """Build the action.requested envelope for a pattern fired by `triggers` (last one latest).
+
+    Its event time is the last trigger's, or `timestamp` for an action fired by a deadline
+    (a timeout or an absence), which happens when the deadline passes, not at an event.
+    """
     last = triggers[-1]
     trigger_ids = [e.event_id for e in triggers]
     correlation_id = last.correlation_id
@@ -82,7 +87,7 @@ def build_action(
         {
             "event_id": action_id(pattern_id, key or correlation_id or "", trigger_ids, variant),
             "event_type": ACTION_REQUESTED,
-            "timestamp": last.timestamp,
+            "timestamp": timestamp or last.timestamp,
             "source": ENGINE_SOURCE,
             "payload": payload,
             "metadata": metadata,

@@ -26,6 +26,7 @@ class Runtime:
     choreography: Choreography
     events_topic: faust.TopicT
     dead_letter_topic: faust.TopicT
+    rekeyed_topic: faust.TopicT
     stats: PatternStats = field(default_factory=PatternStats)
     capability_topics: dict[str, faust.TopicT] = field(default_factory=dict)
 
@@ -45,7 +46,7 @@ class Runtime:
     def topic_names(self) -> list[str]:
         """Every topic the engine and its workers read or write."""
         topics = self.choreography.topics
-        return [topics.events_topic, topics.dead_letter_topic,
+        return [topics.events_topic, topics.dead_letter_topic, topics.rekeyed_topic,
                 *(topics.capability_topic(c) for c in self.choreography.capabilities)]
 
     async def dead_letter(self, value: bytes | None, key: bytes | None, reason: str,
@@ -74,8 +75,13 @@ class ChoreoApp(faust.App):
         await super().on_first_start()
         if self.runtime is not None:
             bootstrap = self.runtime.settings.bootstrap_servers
-            await ensure_topics(bootstrap, self.runtime.topic_names(),
-                                self.runtime.settings.partitions)
+            partitions = self.runtime.settings.partitions
+            await ensure_topics(bootstrap, self.runtime.topic_names(), partitions)
+            # Faust would create the changelogs itself, but an event processed before its
+            # consumer's metadata lists them crashes the agent with PartitionsMismatch.
+            await ensure_topics(bootstrap, [t.changelog_topic.get_topic_name()
+                                            for t in self.tables.values()], partitions,
+                                config={"cleanup.policy": "compact"})
             await wait_for_coordinator(bootstrap, self.conf.id)
 
 
@@ -104,6 +110,7 @@ def create_app(settings: Settings, choreography: Choreography | None = None) -> 
         choreography=choreography,
         events_topic=raw_topic(app, topics.events_topic),
         dead_letter_topic=raw_topic(app, topics.dead_letter_topic),
+        rekeyed_topic=raw_topic(app, topics.rekeyed_topic),
     )
     app.runtime = runtime
     return runtime

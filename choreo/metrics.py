@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -27,3 +27,17 @@ ACTION_LATENCY = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
     registry=REGISTRY,
 )
+LATE_EVENTS = Counter("choreo_late_events_total",
+                      "Events older than the watermark minus allowed_lateness, not applied.",
+                      ["pattern_id"], registry=REGISTRY)
+UNKEYED = Counter("choreo_unkeyed_events_total",
+                  "Events a keyed pattern listens to that carry no key for it (not counted).",
+                  ["pattern_id"], registry=REGISTRY)
+TIMERS_FIRED = Counter("choreo_deadlines_run_total",
+                       "Deadlines reached: sequence steps, absence windows, windows closing.",
+                       ["pattern_id"], registry=REGISTRY)
+STATE_ENTRIES = Gauge("choreo_pattern_state_entries",
+                      "Keys in flight in the pattern-state table on this worker (incl. "
+                      "correlation summaries).", registry=REGISTRY)
+WATERMARK = Gauge("choreo_watermark_seconds", "Event-time watermark of each partition.",
+                  ["partition"], registry=REGISTRY)

@@ -14,8 +14,9 @@ log = logging.getLogger(__name__)
 
 
 async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int,
-                        replication: int = 1) -> list[str]:
-    """Create any missing topics; return the names created."""
+                        replication: int = 1, config: dict[str, str] | None = None
+                        ) -> list[str]:
+    """Create any missing topics (with `config`, e.g. compaction); return the names created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -24,7 +25,8 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int,
         if missing:
             try:
                 await admin.create_topics(
-                    [NewTopic(name, num_partitions=partitions, replication_factor=replication)
+                    [NewTopic(name, num_partitions=partitions, replication_factor=replication,
+                              topic_configs=dict(config or {}))
                      for name in missing]
                 )
             except TopicAlreadyExistsError:

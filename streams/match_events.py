@@ -11,6 +11,7 @@ from choreo.app import Runtime
 from choreo.dead_letter import Origin
 from choreo.envelope import InvalidEvent, parse_event
 from choreo.metrics import ACTION_LATENCY, ACTIONS_SENT, DUPLICATES, EVENTS_IN
+from streams.keyed import KeyedEngine, register_keyed
 from tables.dedup import dedup_key, seen_events_table
 from tables.expiring import ExpiringTable
 
@@ -23,15 +24,21 @@ def register_matcher(runtime: Runtime) -> None:
     seen = seen_events_table(runtime.app, choreography.defaults.dedup_horizon,
                              runtime.settings.partitions)
     runtime.seen_events = seen  # type: ignore[attr-defined]
+    runtime.seen_rekeyed = seen_events_table(  # type: ignore[attr-defined]
+        runtime.app, choreography.defaults.dedup_horizon, runtime.settings.partitions,
+        name="seen-rekeyed")
+    engine = register_keyed(runtime)
+    runtime.keyed = engine  # type: ignore[attr-defined]
 
     async def match_events(stream: faust.StreamT) -> None:
         async for record in stream.events():
-            await process_record(runtime, seen, record)
+            await process_record(runtime, seen, record, engine)
 
     runtime.app.agent(runtime.events_topic, name="match_events")(match_events)
 
 
-async def process_record(runtime: Runtime, seen: ExpiringTable, record: faust.EventT) -> None:
+async def process_record(runtime: Runtime, seen: ExpiringTable, record: faust.EventT,
+                         engine: KeyedEngine) -> None:
     """Handle one record of the events topic."""
     message = record.message
     origin = Origin(message.topic, message.partition, message.offset)
@@ -51,10 +58,13 @@ async def process_record(runtime: Runtime, seen: ExpiringTable, record: faust.Ev
         return
     # The first offset is kept so that a record re-read after a crash is not its own duplicate.
     seen.put(key, event.ts, message.partition, message.offset)
-    for action in runtime.matcher.match(event):
+    engine.store.observe(f"e{message.partition}", event.ts)
+    fired = runtime.matcher.match(event)
+    for action in fired:
         topic = runtime.capability_topic(action.capability)
         correlation = action.event.correlation_id
         await topic.send(key=correlation.encode() if correlation else None,
                          value=action.event.to_bytes())
         ACTIONS_SENT.labels(action.event.payload["pattern_id"], action.capability).inc()
         ACTION_LATENCY.observe(max(0.0, time.time() - event.ts))
+    await engine.route(event, record.value, message.partition, message.offset, origin, fired)

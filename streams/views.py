@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from faust.exceptions import SameNode
+from faust.web.exceptions import ServiceUnavailable
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from choreo.app import Runtime
+from choreo.matchers.correlation import TRACKER_ID
 from choreo.metrics import REGISTRY
+from tables.pattern_state import partition_for
 
 
 def pattern_summaries(runtime: Runtime) -> list[dict[str, Any]]:
     stats = runtime.stats
+    live = runtime.keyed.store.live  # type: ignore[attr-defined]
     return [
         {
             **pattern.describe(),
@@ -21,9 +26,47 @@ def pattern_summaries(runtime: Runtime) -> list[dict[str, Any]]:
                 "timed_out": stats.timed_out[pattern.id],
                 "condition_errors": stats.condition_errors[pattern.id],
             },
+            **({"keys_in_flight": live[pattern.id]} if pattern.kind != "event" else {}),
         }
         for pattern in runtime.choreography.patterns
     ]
+
+
+def key_state(runtime: Runtime, pattern_id: str, key: str) -> dict[str, Any]:
+    """The in-flight state of one key of a keyed pattern, as its matcher describes it."""
+    engine = runtime.keyed  # type: ignore[attr-defined]
+    slot = engine.store.load(pattern_id, key)
+    partition = partition_for(key, runtime.settings.partitions)
+    clock = f"{'e' if engine.group_of(pattern_id) is None else 'r'}{partition}"
+    body = engine.matchers[pattern_id].describe(slot.state if slot else None,
+                                                engine.store.watermark(clock))
+    return {**body, "key": key, "partition": partition}
+
+
+def correlation_summary(runtime: Runtime, correlation_id: str) -> dict[str, Any]:
+    engine = runtime.keyed  # type: ignore[attr-defined]
+    slot = engine.store.load(TRACKER_ID, correlation_id)
+    partition = partition_for(correlation_id, runtime.settings.partitions)
+    body = engine.tracker.describe(slot.state if slot else None,
+                                   engine.store.watermark(f"e{partition}"))
+    return {**body, "correlation_id": correlation_id, "partition": partition}
+
+
+async def answer_for_key(runtime: Runtime, key: str, web, request, build):  # noqa: ANN001, ANN201
+    """Answer here if this worker owns the key's partition, else ask the worker that does."""
+    try:
+        return await runtime.app.router.route_topic_req(runtime.events_topic, key.encode(),
+                                                        web, request)
+    except SameNode:
+        pass
+    except ServiceUnavailable:
+        return web.json({"error": "no worker owns this key's partition yet"}, status=503)
+    engine = runtime.keyed  # type: ignore[attr-defined]
+    if partition_for(key, runtime.settings.partitions) not in engine.active_partitions():
+        return web.json({"error": "this key's partition is moving between workers"},
+                        status=503)
+    body = build()
+    return web.json(body, status=200 if body.get("found", True) else 404)
 
 
 def readiness(runtime: Runtime) -> dict[str, Any]:
@@ -49,6 +92,23 @@ def register_views(runtime: Runtime) -> None:
     @app.page("/patterns/")
     async def patterns(web, request):  # noqa: ANN001 - Faust view signature
         return web.json({"patterns": pattern_summaries(runtime)})
+
+    @app.page("/patterns/{pattern_id}/state/{key}/")
+    async def pattern_state(web, request, pattern_id, key):  # noqa: ANN001
+        engine = runtime.keyed  # type: ignore[attr-defined]
+        if pattern_id not in engine.matchers:
+            kind = next((p.kind for p in runtime.choreography.patterns if p.id == pattern_id),
+                        None)
+            reason = (f"pattern {pattern_id!r} is of kind event and keeps no state" if kind
+                      else f"no pattern {pattern_id!r}")
+            return web.json({"error": reason}, status=404)
+        return await answer_for_key(runtime, key, web, request,
+                                    lambda: key_state(runtime, pattern_id, key))
+
+    @app.page("/correlations/{correlation_id}/")
+    async def correlation(web, request, correlation_id):  # noqa: ANN001
+        return await answer_for_key(runtime, correlation_id, web, request,
+                                    lambda: correlation_summary(runtime, correlation_id))
 
     @app.page("/metrics")
     async def metrics(web, request):  # noqa: ANN001

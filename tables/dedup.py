@@ -7,9 +7,10 @@ import faust
 from tables.expiring import ExpiringTable
 
 
-def seen_events_table(app: faust.App, horizon: float, partitions: int) -> ExpiringTable:
+def seen_events_table(app: faust.App, horizon: float, partitions: int,
+                      name: str = "seen-events") -> ExpiringTable:
     """Events already applied, keyed by source and event id, kept for `horizon` seconds."""
-    table = app.Table("seen-events", default=None, partitions=partitions,
+    table = app.Table(name, default=None, partitions=partitions,
                       help="source + event_id -> [event_ts, partition, 1]")
     return ExpiringTable(table, horizon=horizon, every=min(60.0, max(horizon / 10, 1.0)))
 

@@ -48,7 +48,8 @@ class AbsenceMatcher(KeyedMatcher):
         self.stats.fired[pattern.id] += 1
         extra = {"expected": pattern.expect.on, "within": pattern.within,
                  "deadline": iso_from_ts(after.ts + pattern.within)}
-        return [self.action([after], key, variant="absence", extra=extra)]
+        return [self.action([after], key, variant="absence", extra=extra,
+                            at=after.ts + pattern.within)]
 
     def describe_core(self, core: dict, now: float) -> dict[str, Any]:
         pending = core.get("pending")

@@ -224,7 +224,7 @@ class KeyedMatcher:
 
     def action(self, triggers: Sequence[Event], key: str, variant: str = "",
                extra: dict[str, Any] | None = None, action: str | None = None,
-               capability: str | None = None) -> Action:
+               capability: str | None = None, at: float | None = None) -> Action:
         return build_action(
             pattern_id=self.pattern.id,
             action=action or self.pattern.action,
@@ -234,6 +234,7 @@ class KeyedMatcher:
             key=key,
             variant=variant,
             extra=extra,
+            timestamp=iso_from_ts(at) if at is not None else None,
         )
 
     def _advance(self, st: dict, wm: float) -> list[Action]:

@@ -68,7 +68,8 @@ class SequenceMatcher(KeyedMatcher):
         }
         return [self.action([event_from_snapshot(s) for s in steps], key, variant="timeout",
                             extra=extra, action=pattern.timeout_action,
-                            capability=pattern.timeout_capability or pattern.capability)]
+                            capability=pattern.timeout_capability or pattern.capability,
+                            at=deadline)]
 
     def describe_core(self, core: dict, now: float) -> dict[str, Any]:
         steps = core.get("steps", [])

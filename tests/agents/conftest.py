@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 import pytest
@@ -23,12 +24,16 @@ class Sent:
 
 def record_sends(runtime: Runtime) -> Sent:
     sent = Sent()
-    topics = [runtime.events_topic, runtime.dead_letter_topic, *runtime.capability_topics.values()]
+    topics = [runtime.events_topic, runtime.dead_letter_topic, runtime.rekeyed_topic,
+              *runtime.capability_topics.values()]
     for topic in topics:
         name = topic.get_topic_name()
 
         async def send(*, key=None, value=None, headers=None, _name=name, **_kw):  # noqa: ANN001
             sent.records.setdefault(_name, []).append((key, value, headers))
+            acked = asyncio.get_running_loop().create_future()  # as the broker's ack
+            acked.set_result(None)
+            return acked
 
         topic.send = send  # type: ignore[method-assign]
     return sent

@@ -1,0 +1,351 @@
+"""Keyed patterns on the stream: state per key in `tables/pattern_state`, deadlines on a timer.
+
+For each valid event the engine works out, per `group_by` in use, the key its patterns keep
+state under. A key's state lives on `partition_for(key)`. Keyed by correlation id (the
+default), an event read from that partition is applied at once; an event keyed by another
+`group_by` field, or read from another partition, is re-sent to the rekeyed topic on that
+partition (Kafka Streams' repartition step) and applied when read back from there.
+
+Applying an event to a key runs, under one lock shared with the timer:
+load snapshots -> matchers compute new snapshots and actions -> send the actions and wait
+for the broker's ack -> write the snapshots. A crash before the write replays the record
+onto the old snapshot and sends the same actions again, with the same deterministic ids,
+which the workers drop; a crash after it finds the record's offset already in the snapshot.
+So keyed actions are at-least-once, and effectively once where they are consumed.
+
+Deadlines fire from a timer once a second. Faust lets tables be written only while an
+event of the partition is processed; the timer writes only to partitions this worker owns,
+naming the partition with `writing_partition`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import faust
+import orjson
+
+from choreo.actions import Action, by_priority
+from choreo.app import Runtime
+from choreo.dead_letter import Origin
+from choreo.envelope import Event
+from choreo.matchers.base import KeyedMatcher, key_for, matcher_for
+from choreo.matchers.correlation import TRACKER_ID, CorrelationTracker, action_note
+from choreo.matching import PatternIndex
+from choreo.metrics import ACTION_LATENCY, ACTIONS_SENT, LATE_EVENTS, TIMERS_FIRED, UNKEYED
+from choreo.patterns import Pattern
+from tables.pattern_state import PatternStateTable, partition_for, writing_partition
+
+log = logging.getLogger(__name__)
+
+GROUP_HEADER = "choreo.group"  # the group_by path a rekeyed record is keyed by ("" = correlation)
+ORIGIN_HEADER = "choreo.origin"  # where the event was first read: topic:partition:offset
+NOTE_HEADER = "choreo.note"  # "actions": the value lists actions to record on a correlation
+ACTIONS_HEADER = "choreo.actions"  # actions the event already fired, for the correlation summary
+TICK_SECONDS = 1.0
+
+Group = str | None  # a group_by path; None = metadata.correlation_id
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What applying one record to a key did."""
+
+    actions: list[Action]
+    late: list[str]  # ids of patterns for which the event came too late
+
+
+class KeyedEngine:
+    """Routes events to keyed state, applies the matchers, and fires deadlines."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        choreography = runtime.choreography
+        self.partitions = runtime.settings.partitions
+        self.store = PatternStateTable.create(runtime.app, self.partitions,
+                                              choreography.defaults.idle_timeout)
+        keyed = [p for p in choreography.patterns if p.kind != "event"]
+        self.matchers: dict[str, KeyedMatcher] = {p.id: matcher_for(p, runtime.stats)
+                                                  for p in keyed}
+        self.patterns: dict[str, Pattern] = {p.id: p for p in keyed}
+        self.tracker = CorrelationTracker(choreography.defaults.correlation_ttl)
+        groups: dict[Group, list[Pattern]] = {None: []}
+        for pattern in keyed:
+            groups.setdefault(pattern.group_by, []).append(pattern)
+        self.groups = {g: PatternIndex(ps) for g, ps in groups.items()}
+        self.lock = asyncio.Lock()
+        self.rekeyed_topic = runtime.rekeyed_topic
+
+    # --- routing ------------------------------------------------------------------------
+
+    async def route(self, event: Event, raw: bytes, partition: int, offset: int,
+                    origin: Origin, fired: Sequence[Action]) -> None:
+        """Apply the event to every group's key here, or re-send it to the key's partition."""
+        for group, index in self.groups.items():
+            patterns = index.for_type(event.event_type)
+            tracked = group is None and event.correlation_id is not None
+            if not patterns and not tracked:
+                continue
+            key = event.correlation_id if group is None else key_for(patterns[0], event)
+            if key is None:
+                for pattern in patterns:
+                    UNKEYED.labels(pattern.id).inc()
+                continue
+            notes = [action_note(a) for a in fired] if group is None else []
+            home = partition_for(key, self.partitions)
+            # A group_by key always goes through the rekeyed topic, so its state is fed by
+            # one source whose event time is one clock; a correlation id usually is the
+            # record's key already and is applied where it was read.
+            if group is None and home == partition:
+                result = await self.apply(group, key, event, partition, "e", offset, notes)
+                await self.report_late(result, raw, key, origin)
+            else:
+                headers = [(GROUP_HEADER, (group or "").encode()),
+                           (ORIGIN_HEADER, f"{origin.topic}:{origin.partition}:"
+                                           f"{origin.offset}".encode())]
+                if notes:
+                    headers.append((ACTIONS_HEADER, orjson.dumps(notes)))
+                await self.rekeyed_topic.send(key=key.encode(), value=raw, partition=home,
+                                              headers=headers)
+
+    async def report_late(self, result: Applied, raw: bytes, key: str,
+                          origin: Origin) -> None:
+        if not result.late:
+            return
+        for pattern_id in result.late:
+            LATE_EVENTS.labels(pattern_id).inc()
+        await self.runtime.dead_letter(
+            raw, key.encode(), "late",
+            f"event time is before the watermark minus allowed_lateness for pattern(s) "
+            f"{', '.join(result.late)}; not applied to them", origin, stage="match")
+
+    # --- applying -----------------------------------------------------------------------
+
+    async def apply(self, group: Group, key: str, event: Event, partition: int, source: str,
+                    offset: int, notes: Iterable[dict] = ()) -> Applied:
+        """Apply one event to every pattern of `group` for `key`, and to its correlation."""
+        async with self.lock:
+            wm = self.store.watermark(f"{source}{partition}")
+            writes: list[tuple[str, dict | None, dict[str, int]]] = []
+            actions: list[Action] = []
+            late: list[str] = []
+            for pattern in self.groups[group].for_type(event.event_type):
+                slot = self.store.load(pattern.id, key)
+                if slot is not None and slot.applied(source, offset):
+                    continue  # this record's effect is already stored (replayed after a crash)
+                outcome = self.matchers[pattern.id].on_event(slot.state if slot else None,
+                                                             event, wm)
+                if outcome.late:
+                    late.append(pattern.id)
+                if outcome.state != (slot.state if slot else None) or outcome.actions:
+                    offsets = {**(slot.offsets if slot else {}), source: offset}
+                    writes.append((pattern.id, outcome.state, offsets))
+                actions += outcome.actions
+            actions = by_priority(actions)
+            if group is None:
+                slot = self.store.load(TRACKER_ID, key)
+                if slot is None or not slot.applied(source, offset):
+                    state = self.tracker.on_event(slot.state if slot else None, event, wm).state
+                    state = self.tracker.note_actions(
+                        state, key, [*notes, *(action_note(a) for a in actions)])
+                    writes.append((TRACKER_ID, state,
+                                   {**(slot.offsets if slot else {}), source: offset}))
+            await self.send(actions, event.ts)
+            for pattern_id, state, offsets in writes:
+                self.store.save(pattern_id, key, partition, state, offsets,
+                                self.deadline_of(pattern_id, state))
+        await self.note_elsewhere(actions, group, key)
+        return Applied(actions, late)
+
+    async def apply_note(self, key: str, notes: list[dict], partition: int,
+                         offset: int) -> None:
+        """Record actions fired elsewhere on this correlation's summary."""
+        async with self.lock:
+            slot = self.store.load(TRACKER_ID, key)
+            if slot is not None and slot.applied("r", offset):
+                return
+            state = self.tracker.note_actions(slot.state if slot else None, key, notes)
+            offsets = {**(slot.offsets if slot else {}), "r": offset}
+            self.store.save(TRACKER_ID, key, partition, state, offsets,
+                            self.tracker.deadline(state))
+
+    async def note_elsewhere(self, actions: Sequence[Action], group: Group, key: str) -> None:
+        """Actions on another correlation than the key's go to that correlation's summary."""
+        for action in actions:
+            correlation = action.event.correlation_id
+            if correlation is None or (group is None and correlation == key):
+                continue
+            await self.rekeyed_topic.send(
+                key=correlation.encode(), value=orjson.dumps([action_note(action)]),
+                partition=partition_for(correlation, self.partitions),
+                headers=[(NOTE_HEADER, b"actions")])
+
+    async def send(self, actions: Sequence[Action], event_ts: float | None) -> None:
+        """Send actions to their capability topics and wait until the broker has them."""
+        pending = []
+        for action in actions:
+            topic = self.runtime.capability_topic(action.capability)
+            correlation = action.event.correlation_id
+            pending.append(await topic.send(key=correlation.encode() if correlation else None,
+                                            value=action.event.to_bytes()))
+            ACTIONS_SENT.labels(action.event.payload["pattern_id"], action.capability).inc()
+            if event_ts is not None:
+                ACTION_LATENCY.observe(max(0.0, time.time() - event_ts))
+        if pending:
+            await asyncio.gather(*pending)
+
+    def deadline_of(self, pattern_id: str, state: dict | None) -> float | None:
+        if pattern_id == TRACKER_ID:
+            return self.tracker.deadline(state)
+        return self.matchers[pattern_id].deadline(state)
+
+    # --- deadlines ----------------------------------------------------------------------
+
+    def active_partitions(self) -> set[int]:
+        names = {self.runtime.events_topic.get_topic_name(), self.rekeyed_topic.get_topic_name()}
+        return {tp.partition for tp in self.runtime.app.assignor.assigned_actives()
+                if tp.topic in names}
+
+    def ready(self) -> bool:
+        app = self.runtime.app
+        return not app.rebalancing and app.tables.recovery.completed.is_set()
+
+    async def tick(self) -> int:
+        """Fire every deadline the watermarks have passed; returns how many entries it ran."""
+        if not self.ready():
+            return 0
+        active = self.active_partitions()
+        if self.store.stale:
+            held = self.store.rebuild(active, self.deadline_of)
+            log.info("pattern state: %d entries on partitions %s", held, sorted(active))
+        ran = 0
+        topic = self.runtime.events_topic.get_topic_name()
+        for partition in sorted(active):
+            events_wm = self.store.watermark(f"e{partition}")
+            rekeyed_wm = self.store.watermark(f"r{partition}")
+            for pattern_id, key in self.store.due(partition, max(events_wm, rekeyed_wm)):
+                wm = rekeyed_wm if self.group_of(pattern_id) is not None else events_wm
+                ran += await self.expire(topic, partition, pattern_id, key, wm)
+            with writing_partition(topic, partition):
+                self.store.persist_watermark(f"e{partition}")
+                self.store.persist_watermark(f"r{partition}")
+        return ran
+
+    def group_of(self, pattern_id: str) -> Group:
+        return None if pattern_id == TRACKER_ID else self.patterns[pattern_id].group_by
+
+    async def expire(self, topic: str, partition: int, pattern_id: str, key: str,
+                     wm: float) -> int:
+        actions: list[Action] = []
+        async with self.lock:
+            if not self.ready() or partition not in self.active_partitions():
+                return 0
+            slot = self.store.load(pattern_id, key)
+            if slot is None:
+                return 0
+            due = self.deadline_of(pattern_id, slot.state)
+            if due is None or due > wm:
+                if due is not None:
+                    self.store.schedule(partition, due, pattern_id, key)
+                return 0
+            if pattern_id == TRACKER_ID:
+                outcome = self.tracker.on_time(slot.state, wm)
+            else:
+                outcome = self.matchers[pattern_id].on_time(slot.state, wm)
+                actions = outcome.actions
+                TIMERS_FIRED.labels(pattern_id).inc()
+            await self.send(actions, None)
+            with writing_partition(topic, partition):
+                self.store.save(pattern_id, key, partition, outcome.state, slot.offsets,
+                                self.deadline_of(pattern_id, outcome.state))
+                if self.group_of(pattern_id) is None and actions:
+                    tslot = self.store.load(TRACKER_ID, key)
+                    state = self.tracker.note_actions(tslot.state if tslot else None, key,
+                                                      [action_note(a) for a in actions])
+                    self.store.save(TRACKER_ID, key, partition, state,
+                                    tslot.offsets if tslot else {},
+                                    self.tracker.deadline(state))
+        if actions:
+            group = self.patterns[pattern_id].group_by
+            await self.note_elsewhere(actions, group, key)
+        return 1
+
+
+def register_keyed(runtime: Runtime) -> KeyedEngine:
+    """Add the keyed engine, its rekeyed-topic agent and its deadline timer to the app."""
+    engine = KeyedEngine(runtime)
+    app = runtime.app
+
+    async def apply_rekeyed(stream: faust.StreamT) -> None:
+        async for record in stream.events():
+            await process_rekeyed(runtime, engine, record)
+
+    app.agent(engine.rekeyed_topic, name="apply_rekeyed")(apply_rekeyed)
+
+    @app.timer(TICK_SECONDS, name="fire_deadlines")
+    async def fire_deadlines() -> None:
+        await engine.tick()
+
+    def mark_stale(*_args: object, **_kwargs: object) -> None:
+        engine.store.stale = True
+
+    app.on_partitions_assigned.connect(mark_stale)
+    app.on_partitions_revoked.connect(mark_stale)
+    return engine
+
+
+async def process_rekeyed(runtime: Runtime, engine: KeyedEngine, record: faust.EventT) -> None:
+    """Apply an event re-sent to its key's partition (or record a note of actions)."""
+    from choreo.envelope import InvalidEvent, parse_event
+    from tables.dedup import dedup_key
+
+    message = record.message
+    headers = {k: v for k, v in (message.headers or [])}
+    key = message.key.decode() if message.key else None
+    if key is None:
+        return
+    if headers.get(NOTE_HEADER) == b"actions":
+        await engine.apply_note(key, orjson.loads(record.value), message.partition,
+                                message.offset)
+        return
+    origin = _origin(headers.get(ORIGIN_HEADER), message)
+    try:
+        event = parse_event(record.value, runtime.choreography.defaults.max_event_bytes)
+    except InvalidEvent as exc:  # only if someone else wrote to the internal topic
+        await runtime.dead_letter(record.value, message.key, exc.reason, exc.detail, origin,
+                                  stage="rekeyed")
+        return
+    group_raw = headers.get(GROUP_HEADER, b"").decode()
+    group: Group = group_raw or None
+    if group not in engine.groups:
+        log.warning("rekeyed record for unknown group_by %r skipped", group)
+        return
+    seen = runtime.seen_rekeyed  # type: ignore[attr-defined]
+    seen.advance(message.partition, event.ts)
+    dkey = dedup_key(group_raw, dedup_key(event.source, event.event_id))
+    first = seen.get(dkey)
+    if first is not None and first != message.offset:
+        return  # re-sent twice by a replayed read of the events topic
+    seen.put(dkey, event.ts, message.partition, message.offset)
+    engine.store.observe(f"r{message.partition}", event.ts)
+    notes = orjson.loads(headers[ACTIONS_HEADER]) if ACTIONS_HEADER in headers else []
+    result = await engine.apply(group, key, event, message.partition, "r", message.offset,
+                                notes)
+    await engine.report_late(result, record.value, key, origin)
+
+
+def _origin(raw: bytes | None, message: faust.types.Message) -> Origin:
+    if raw:
+        topic, _, rest = raw.decode().rpartition(":")
+        topic, _, partition = topic.rpartition(":")
+        try:
+            return Origin(topic, int(partition), int(rest))
+        except ValueError:
+            pass
+    return Origin(message.topic, message.partition, message.offset)
+
+

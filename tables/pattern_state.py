@@ -1,0 +1,222 @@
+"""Pattern state: one snapshot per (pattern, key) in a changelog-backed Faust table.
+
+All keyed patterns share the table `pattern-state`, its keys `"{pattern_id}\\x1f{key}"`.
+A key's state always lives on partition `partition_for(key)` of the events topic (events on
+another partition are re-sent there first), so one worker owns every key it holds.
+
+Each value is JSON: `{"p": partition, "o": {source: offset}, "s": snapshot}`. `o` is the
+offset of the last record applied from each source topic ("e" events, "r" rekeyed); a
+record re-read after a crash whose effect is already in the snapshot is not applied twice.
+
+Deadlines (sequence steps, absence windows, closing windows, correlation expiry) sit in an
+in-memory heap per partition that the timer pops; it is rebuilt from the table after each
+rebalance, so nothing but the table needs to survive a restart. The watermark of each
+partition is kept in the table too (key `"\\x00wm\\x1f{clock}"`) so it does not move back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import math
+import time
+import weakref
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import orjson
+from aiokafka.partitioner import murmur2
+from faust.streams import _current_event  # the context var Faust's tables read
+
+from choreo.matchers.watermark import Watermark
+
+SEP = "\x1f"
+WM_PREFIX = "\x00wm" + SEP
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives a key (murmur2, as the Java client)."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+@dataclass
+class Slot:
+    """One (pattern, key) entry as stored."""
+
+    partition: int
+    offsets: dict[str, int]
+    state: dict | None
+
+    def applied(self, source: str, offset: int) -> bool:
+        return offset <= self.offsets.get(source, -1)
+
+
+@dataclass
+class _Message:
+    topic: str
+    partition: int
+
+
+@dataclass
+class _Tick:
+    """Stands in for the event being processed while the timer writes to a partition."""
+
+    message: _Message
+
+
+@contextlib.contextmanager
+def writing_partition(topic: str, partition: int) -> Iterator[None]:
+    """Let table writes outside the stream go to `partition`'s store and changelog.
+
+    Faust takes a write's changelog partition (and its RocksDB instance) from the event
+    being processed, read from a context variable, and refuses writes with none. The timer
+    firing deadlines owns the partition it writes to, so it names it here.
+    """
+    tick = _Tick(_Message(topic, partition))
+    token = _current_event.set(weakref.ref(tick))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+@dataclass
+class PatternStateTable:
+    """The table, the per-partition deadline heaps and the per-partition watermarks."""
+
+    table: faust.Table
+    partitions: int
+    idle_timeout: float
+    heaps: dict[int, list[tuple[float, str, str]]] = field(default_factory=dict)
+    watermarks: dict[str, Watermark] = field(default_factory=dict)
+    _saved_wm: dict[str, float | None] = field(default_factory=dict)
+    stale: bool = True  # the heaps need rebuilding from the table (after a rebalance)
+    live: Counter = field(default_factory=Counter)  # entries per pattern id held here
+
+    @classmethod
+    def create(cls, app: faust.App, partitions: int, idle_timeout: float) -> PatternStateTable:
+        table = app.Table("pattern-state", default=None, partitions=partitions,
+                          key_type=bytes, value_type=bytes,  # bytes: the "raw" codec
+                          help="pattern id + key -> {partition, offsets, snapshot}")
+        return cls(table, partitions, idle_timeout)
+
+    # --- entries ------------------------------------------------------------------------
+
+    def load(self, pattern_id: str, key: str) -> Slot | None:
+        raw = self.table.get(_table_key(pattern_id, key))
+        if raw is None:
+            return None
+        data = orjson.loads(raw)
+        return Slot(data["p"], data["o"], data["s"])
+
+    def save(self, pattern_id: str, key: str, partition: int, state: dict | None,
+             offsets: dict[str, int], deadline: float | None) -> None:
+        """Store a snapshot (None deletes the entry) and schedule its deadline."""
+        tkey = _table_key(pattern_id, key)
+        existed = self.table.get(tkey) is not None
+        if state is None:
+            if existed:
+                del self.table[tkey]
+                self.live[pattern_id] -= 1
+            return
+        if not existed:
+            self.live[pattern_id] += 1
+        self.table[tkey] = orjson.dumps({"p": partition, "o": offsets, "s": state})
+        if deadline is not None:
+            self.schedule(partition, deadline, pattern_id, key)
+
+    def schedule(self, partition: int, deadline: float, pattern_id: str, key: str) -> None:
+        if math.isfinite(deadline):
+            heapq.heappush(self.heaps.setdefault(partition, []), (deadline, pattern_id, key))
+
+    def due(self, partition: int, watermark: float) -> list[tuple[str, str]]:
+        """Pop the (pattern, key) entries whose deadline the watermark has reached.
+
+        An entry may have been rescheduled or removed since; callers check its state.
+        """
+        heap = self.heaps.get(partition)
+        out: list[tuple[str, str]] = []
+        seen: set[tuple[str, str]] = set()
+        while heap and heap[0][0] <= watermark:
+            _, pattern_id, key = heapq.heappop(heap)
+            if (pattern_id, key) not in seen:
+                seen.add((pattern_id, key))
+                out.append((pattern_id, key))
+        return out
+
+    def entries(self) -> Iterable[tuple[str, str, Slot]]:
+        """Every (pattern id, key, slot) held locally (the active partitions' stores)."""
+        for raw_key, raw in self.table.items():
+            tkey = raw_key.decode()
+            if tkey.startswith(WM_PREFIX) or raw is None:
+                continue
+            pattern_id, _, key = tkey.partition(SEP)
+            data = orjson.loads(raw)
+            yield pattern_id, key, Slot(data["p"], data["o"], data["s"])
+
+    def count(self) -> int:
+        return sum(1 for _ in self.entries())
+
+    # --- watermarks ---------------------------------------------------------------------
+    # One per source and partition ("e3": events partition 3, "r3": rekeyed partition 3):
+    # a rekeyed partition mixes events re-sent from every events partition, so its event
+    # time runs on its own.
+
+    def observe(self, clock: str, ts: float) -> float:
+        """Note an event time on a clock; return the clock's watermark."""
+        wm = self.watermarks.get(clock)
+        if wm is None:
+            wm = self.watermarks[clock] = Watermark()
+        wall = time.time()
+        wm.observe(ts, wall)
+        return wm.current(wall, self.idle_timeout)
+
+    def watermark(self, clock: str) -> float:
+        wm = self.watermarks.get(clock)
+        return wm.current(time.time(), self.idle_timeout) if wm else -math.inf
+
+    def persist_watermark(self, clock: str) -> None:
+        """Write the clock's watermark if it moved (call with its partition's context)."""
+        wm = self.watermarks.get(clock)
+        value = wm.snapshot() if wm else None
+        if value is not None and value != self._saved_wm.get(clock):
+            self.table[(WM_PREFIX + clock).encode()] = orjson.dumps(value)
+            self._saved_wm[clock] = value
+
+    # --- rebalancing --------------------------------------------------------------------
+
+    def rebuild(self, active: set[int], deadline_of: Any) -> int:
+        """Recreate heaps and watermarks for the active partitions from the table."""
+        self.heaps = {p: [] for p in active}
+        wall = time.time()
+        clocks = {f"{source}{p}" for p in active for source in ("e", "r")}
+        for clock in clocks:
+            raw = self.table.get((WM_PREFIX + clock).encode())
+            saved = orjson.loads(raw) if raw is not None else None
+            current = self.watermarks.get(clock)
+            if current is None or (saved is not None and (current.snapshot() or -math.inf)
+                                   < saved):
+                self.watermarks[clock] = Watermark.restore(saved, wall)
+            self._saved_wm[clock] = saved
+        for clock in list(self.watermarks):
+            if clock not in clocks:
+                del self.watermarks[clock]
+        n = 0
+        self.live = Counter()
+        for pattern_id, key, slot in self.entries():
+            if slot.partition not in active:
+                continue
+            n += 1
+            self.live[pattern_id] += 1
+            deadline = deadline_of(pattern_id, slot.state)
+            if deadline is not None:
+                self.schedule(slot.partition, deadline, pattern_id, key)
+        self.stale = False
+        return n
+
+
+def _table_key(pattern_id: str, key: str) -> bytes:
+    return f"{pattern_id}{SEP}{key}".encode()
