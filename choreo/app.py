@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import faust
 
@@ -28,6 +29,8 @@ class Runtime:
     dead_letter_topic: faust.TopicT
     stats: PatternStats = field(default_factory=PatternStats)
     capability_topics: dict[str, faust.TopicT] = field(default_factory=dict)
+    # The capability workers this process runs (agents/worker.py CapabilityWorker).
+    workers: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.matcher = EventMatcher(self.choreography.patterns, self.stats)
@@ -46,7 +49,8 @@ class Runtime:
         """Every topic the engine and its workers read or write."""
         topics = self.choreography.topics
         return [topics.events_topic, topics.dead_letter_topic,
-                *(topics.capability_topic(c) for c in self.choreography.capabilities)]
+                *(topics.capability_topic(c) for c in self.choreography.capabilities),
+                *(topics.capability_dead_letter_topic(c) for c in self.choreography.capabilities)]
 
     async def dead_letter(self, value: bytes | None, key: bytes | None, reason: str,
                           detail: str, origin: Origin, stage: str) -> None:
@@ -112,6 +116,7 @@ def create_app(settings: Settings, choreography: Choreography | None = None) -> 
 def wire(runtime: Runtime, workers: str = "*") -> Runtime:
     """Register the matching agent, the capability workers and the web views."""
     from agents.ecommerce import HANDLERS
+    from agents.views import register_worker_views
     from agents.worker import register_workers
     from streams.match_events import register_matcher
     from streams.views import register_views
@@ -119,4 +124,5 @@ def wire(runtime: Runtime, workers: str = "*") -> Runtime:
     register_matcher(runtime)
     register_workers(runtime, HANDLERS, select=workers)
     register_views(runtime)
+    register_worker_views(runtime)
     return runtime

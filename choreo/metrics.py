@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -27,3 +27,9 @@ ACTION_LATENCY = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
     registry=REGISTRY,
 )
+WORKER_RETRIES = Counter("choreo_worker_retries_total",
+                         "Failed action attempts that were retried after a backoff.",
+                         ["capability"], registry=REGISTRY)
+BREAKER_STATE = Gauge("choreo_circuit_breaker_state",
+                      "1 for the state each capability's circuit breaker is in, else 0.",
+                      ["capability", "state"], registry=REGISTRY)
