@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,16 +114,21 @@ def create_app(settings: Settings, choreography: Choreography | None = None) -> 
     return runtime
 
 
+def load_handlers(spec: str) -> Any:
+    """The handlers named by `module:attribute` (CHOREO_HANDLERS)."""
+    module, _, attribute = spec.partition(":")
+    return getattr(importlib.import_module(module), attribute or "HANDLERS")
+
+
 def wire(runtime: Runtime, workers: str = "*") -> Runtime:
     """Register the matching agent, the capability workers and the web views."""
-    from agents.ecommerce import HANDLERS
     from agents.views import register_worker_views
     from agents.worker import register_workers
     from streams.match_events import register_matcher
     from streams.views import register_views
 
     register_matcher(runtime)
-    register_workers(runtime, HANDLERS, select=workers)
+    register_workers(runtime, load_handlers(runtime.settings.handlers), select=workers)
     register_views(runtime)
     register_worker_views(runtime)
     return runtime
