@@ -213,3 +213,22 @@ def test_bad_worker_settings_stop_the_load_naming_field_and_reason(extra, field,
         parse_choreography(text)
     found = [(i.field, i.reason) for i in caught.value.issues]
     assert any(f == field and reason in r for f, r in found), found
+
+
+# --- redrive routing ----------------------------------------------------------------------
+
+def test_redrive_sends_a_record_back_only_to_a_topic_of_the_choreography():
+    from choreo.dead_letter import Origin, dead_letter_headers
+    from choreo.kafka_io import Record
+    from choreo.redrive import target_of
+
+    def record(headers) -> Record:  # noqa: ANN001
+        return Record("events.dlq", 0, 7, b"k", b"v", tuple(headers), 0)
+
+    allowed = ["events", "capability.billing"]
+    ingest = dead_letter_headers("too_large", "big", Origin("events", 1, 3), "ingest")
+    assert target_of(record(ingest), allowed) == ("events", "")
+    foreign = dead_letter_headers("x", "y", Origin("elsewhere", 0, 0), "ingest")
+    assert target_of(record(foreign), allowed)[0] is None
+    assert "not a topic of this choreography" in target_of(record(foreign), allowed)[1]
+    assert target_of(record([]), allowed) == (None, "no choreo.dlq.topic header")
