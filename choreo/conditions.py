@@ -25,7 +25,7 @@ took 52 s on 1,000 items. These are refused at load. An expression with macros i
 evaluated on an event whose referenced variables hold more than MAX_COMPREHENSION_ITEMS
 list items and map entries in all, or a string longer than MAX_COMPREHENSION_STRING; that
 evaluation fails (the pattern does not fire, and the error is counted). The slowest
-expressions found within these limits take about 0.15 s (tests/unit/test_condition_limits.py).
+expressions found within these limits took up to 0.3 s (tests/unit/test_condition_limits.py).
 """
 
 from __future__ import annotations
