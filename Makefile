@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit integration lint check kafka-start kafka-stop kafka-status clean
+.PHONY: demo test soak unit integration lint check kafka-start kafka-stop kafka-status clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q tests
+
+# Long runs (100,000 fuzzed records, ...); not part of `make test`.
+soak: $(STAMP)
+	$(VENV)/bin/pytest -q -s -m soak tests
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit tests/agents

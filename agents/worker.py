@@ -5,31 +5,49 @@ For every action it publishes `action.started`, the handler's result events and 
 `causation_id` = the action's id. Ids of published events derive from the action id, so a
 worker that handles an action again after a crash publishes the same ids, which the engine
 drops as duplicates.
+
+A failing attempt (an exception or a timeout) is retried with exponential backoff and
+jitter up to the capability's `max_retries`; an action that still fails, or that its handler
+refuses, goes to the capability's dead-letter topic with the error in headers, and
+`action.failed` is published. A circuit breaker per capability stops attempts while the
+handler keeps failing: actions then wait (the worker stops reading that capability's
+topic) until the cool-down is over, so none is lost or dead-lettered because of it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import faust
 
 from choreo.actions import ACTION_REQUESTED
-from choreo.app import Runtime
-from choreo.dead_letter import Origin
+from choreo.app import Runtime, raw_topic
+from choreo.dead_letter import HEADER_PREFIX, Origin, dead_letter_headers
 from choreo.envelope import Event, InvalidEvent, new_event, parse_event
-from choreo.metrics import DUPLICATES, WORKER_ACTIONS, WORKER_SECONDS
+from choreo.metrics import (
+    BREAKER_STATE,
+    DEAD_LETTERED,
+    DUPLICATES,
+    WORKER_ACTIONS,
+    WORKER_RETRIES,
+    WORKER_SECONDS,
+)
+from choreo.redrive import REDRIVE_HEADER
+from choreo.resilience import BreakerState, CircuitBreaker, backoff_delay
+from choreo.worker_policy import WorkerPolicy
 from tables.dedup import handled_actions_table
 from tables.expiring import ExpiringTable
 
 log = logging.getLogger(__name__)
 _NAMESPACE = uuid.UUID("0b7f2c1a-3d4e-5f60-8172-93a4b5c6d7e8")
-DEFAULT_TIMEOUT = 30.0
+BREAKER_CHANGED = "circuit_breaker.state.changed"
 
 
 @dataclass(frozen=True)
@@ -61,31 +79,38 @@ def _info(action: Event, capability: str) -> dict[str, Any]:
 
 
 def _derived(action: Event, capability: str, event_type: str, payload: Mapping[str, Any],
-             suffix: str) -> Event:
+             suffix: str, generation: str = "") -> Event:
     return new_event(event_type, payload, source=f"agent.{capability}",
                      correlation_id=action.correlation_id, causation_id=action.event_id,
-                     event_id=derived_id(action.event_id, suffix))
+                     event_id=derived_id(action.event_id, generation + suffix))
 
 
-def started_event(action: Event, capability: str) -> Event:
-    """The `action.started` event a worker publishes before running the handler."""
-    return _derived(action, capability, "action.started", _info(action, capability), "started")
+def started_event(action: Event, capability: str, generation: str = "") -> Event:
+    """The `action.started` event a worker publishes before running the handler.
+
+    `generation` is empty for an action as the engine sent it, and names the dead-letter
+    record for a re-driven one, so that its events are not taken for the first run's.
+    """
+    return _derived(action, capability, "action.started", _info(action, capability), "started",
+                    generation)
 
 
 def outcome_events(action: Event, capability: str, results: list[Result] | None,
-                   error: str | None, duration: float) -> list[Event]:
+                   error: str | None, duration: float, *, generation: str = "",
+                   extra: Mapping[str, Any] | None = None) -> list[Event]:
     """The result events and then `action.completed`, or just `action.failed`."""
-    info = _info(action, capability)
+    info = {**_info(action, capability), **(extra or {})}
     if error is not None:
         return [_derived(action, capability, "action.failed", {**info, "error": error},
-                         "failed")]
+                         "failed", generation)]
     out = [_derived(action, capability, r.event_type, r.payload,
-                    f"result/{index}/{r.event_type}") for index, r in enumerate(results or [])]
+                    f"result/{index}/{r.event_type}", generation)
+           for index, r in enumerate(results or [])]
     out.append(_derived(action, capability, "action.completed", {
         **info,
         "results": [r.event_type for r in results or []],
         "duration_ms": round(duration * 1000, 3),
-    }, "completed"))
+    }, "completed", generation))
     return out
 
 
@@ -96,20 +121,89 @@ def lifecycle_events(action: Event, capability: str, results: list[Result] | Non
             *outcome_events(action, capability, results, error, duration)]
 
 
-async def run_handler(handler: Handler | None, action: Event, timeout: float
-                      ) -> tuple[list[Result] | None, str | None]:
-    """Run a handler; return its results or an error text."""
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one run of a handler gave: results, or an error and whether to retry it."""
+
+    results: list[Result] | None
+    error: str | None = None
+    reason: str = ""
+    retryable: bool = False
+
+
+async def run_handler(handler: Handler | None, action: Event, timeout: float) -> Attempt:
+    """Run a handler once; exceptions and timeouts are retryable, refusals are not."""
     if handler is None:
-        return None, f"no handler for action {action.payload.get('action')!r}"
+        return Attempt(None, f"no handler for action {action.payload.get('action')!r}",
+                       "no_handler")
     try:
-        return list(await asyncio.wait_for(handler(action), timeout)), None
+        return Attempt(list(await asyncio.wait_for(handler(action), timeout)))
     except TimeoutError:
-        return None, f"timed out after {timeout}s"
+        return Attempt(None, f"timed out after {timeout}s", "timeout", retryable=True)
     except ActionRefused as exc:
-        return None, str(exc)
+        return Attempt(None, str(exc), "refused")
     except Exception as exc:  # noqa: BLE001 - any handler failure becomes action.failed
-        log.exception("handler for %s failed", action.payload.get("action"))
-        return None, f"{type(exc).__name__}: {exc}"
+        log.warning("handler for %s failed: %s: %s", action.payload.get("action"),
+                    type(exc).__name__, exc)
+        return Attempt(None, f"{type(exc).__name__}: {exc}", "handler_error", retryable=True)
+
+
+@dataclass
+class CapabilityWorker:
+    """One capability's handlers, failure policy, circuit breaker and topics."""
+
+    runtime: Runtime
+    capability: str
+    actions: Mapping[str, Handler]
+    policy: WorkerPolicy
+    breaker: CircuitBreaker
+    dead_letter_topic: faust.TopicT
+    handled: ExpiringTable | None = None
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    rand: Callable[[], float] = random.random
+
+    def describe(self) -> dict[str, Any]:
+        topics = self.runtime.choreography.topics
+        return {"capability": self.capability,
+                "topic": topics.capability_topic(self.capability),
+                "dead_letter_topic": topics.capability_dead_letter_topic(self.capability),
+                "actions": sorted(self.actions),
+                "policy": asdict(self.policy),
+                "circuit_breaker": self.breaker.describe()}
+
+    async def publish_transitions(self, cause: Event | None) -> None:
+        for change in self.breaker.drain():
+            BREAKER_STATE.labels(self.capability, change.old.value).set(0)
+            BREAKER_STATE.labels(self.capability, change.new.value).set(1)
+            log.warning("circuit breaker for %s: %s -> %s (%s)", self.capability,
+                        change.old.value, change.new.value, change.reason)
+            event = new_event(BREAKER_CHANGED, change.payload(),
+                              source=f"agent.{self.capability}",
+                              causation_id=cause.event_id if cause else None)
+            await self.runtime.events_topic.send(key=self.capability.encode(),
+                                                 value=event.to_bytes())
+
+    async def attempt_until_done(self, action: Event) -> tuple[Attempt, int]:
+        """Attempt the action, waiting for the breaker and backing off; (outcome, attempts)."""
+        handler = self.actions.get(action.payload["action"])
+        attempts = 0
+        while True:
+            while (wait := self.breaker.wait_time()) > 0:
+                await self.sleep(min(wait, 1.0))
+            self.breaker.attempt()
+            await self.publish_transitions(action)
+            attempts += 1
+            outcome = await run_handler(handler, action, self.policy.timeout)
+            if outcome.error is None:
+                self.breaker.success()
+            elif outcome.retryable:
+                self.breaker.failure(outcome.error)
+            await self.publish_transitions(action)
+            if not outcome.retryable or attempts > self.policy.max_retries:
+                return outcome, attempts
+            WORKER_RETRIES.labels(self.capability).inc()
+            await self.sleep(backoff_delay(attempts, self.policy, self.rand))
 
 
 def register_workers(runtime: Runtime, handlers: Mapping[str, Mapping[str, Handler]],
@@ -127,22 +221,40 @@ def register_workers(runtime: Runtime, handlers: Mapping[str, Mapping[str, Handl
     return started
 
 
-def add_worker(runtime: Runtime, capability: str, actions: Mapping[str, Handler]) -> None:
-    handled = handled_actions_table(runtime.app, capability,
-                                    runtime.choreography.defaults.dedup_horizon,
-                                    runtime.settings.partitions)
+def add_worker(runtime: Runtime, capability: str, actions: Mapping[str, Handler]
+               ) -> CapabilityWorker:
+    policy = runtime.choreography.workers.for_capability(capability)
+    worker = CapabilityWorker(
+        runtime, capability, actions, policy, CircuitBreaker.for_policy(capability, policy),
+        raw_topic(runtime.app,
+                  runtime.choreography.topics.capability_dead_letter_topic(capability)),
+        handled_actions_table(runtime.app, capability,
+                              runtime.choreography.defaults.dedup_horizon,
+                              runtime.settings.partitions))
+    BREAKER_STATE.labels(capability, BreakerState.CLOSED.value).set(1)
+    runtime.workers[capability] = worker
 
     async def handle_actions(stream: faust.StreamT) -> None:
         async for record in stream.events():
-            await handle_record(runtime, capability, actions, handled, record)
+            await handle_record(worker, record)
 
     handle_actions.__name__ = f"handle_{capability}_actions"
     runtime.app.agent(runtime.capability_topic(capability),
                       name=f"handle_{capability}_actions")(handle_actions)
+    return worker
 
 
-async def handle_record(runtime: Runtime, capability: str, actions: Mapping[str, Handler],
-                        handled: ExpiringTable, record: faust.EventT) -> None:
+def _header(headers: Any, name: str) -> str | None:
+    items = headers.items() if isinstance(headers, Mapping) else (headers or ())
+    for key, value in items:
+        if key == name and value is not None:
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return None
+
+
+async def handle_record(worker: CapabilityWorker, record: faust.EventT) -> None:
+    runtime, capability, handled = worker.runtime, worker.capability, worker.handled
+    assert handled is not None
     message = record.message
     origin = Origin(message.topic, message.partition, message.offset)
     try:
@@ -156,18 +268,37 @@ async def handle_record(runtime: Runtime, capability: str, actions: Mapping[str,
                                   stage=f"worker.{capability}")
         return
     handled.advance(message.partition, action.ts)
-    first_offset = handled.get(action.event_id)
-    if first_offset is not None and first_offset != message.offset:
-        DUPLICATES.labels("worker").inc()
-        return
+    redriven_from = _header(message.headers, REDRIVE_HEADER)
+    seen = handled.get(action.event_id)
+    if seen is not None:
+        first_offset, outcome = seen if isinstance(seen, list) else (seen, "completed")
+        again = redriven_from is not None and outcome == "dead_lettered"
+        if first_offset != message.offset and not again:
+            DUPLICATES.labels("worker").inc()
+            return
+    generation = f"redrive/{redriven_from}/" if redriven_from else ""
     key = action.correlation_id.encode() if action.correlation_id else None
-    await runtime.events_topic.send(key=key, value=started_event(action, capability).to_bytes())
+    await runtime.events_topic.send(
+        key=key, value=started_event(action, capability, generation).to_bytes())
     started = time.perf_counter()
-    results, error = await run_handler(actions.get(action.payload["action"]), action,
-                                       DEFAULT_TIMEOUT)
+    outcome, attempts = await worker.attempt_until_done(action)
     duration = time.perf_counter() - started
     WORKER_SECONDS.labels(capability).observe(duration)
-    WORKER_ACTIONS.labels(capability, "failed" if error else "completed").inc()
-    for event in outcome_events(action, capability, results, error, duration):
+    extra: dict[str, Any] = {"attempts": attempts}
+    if outcome.error is not None:
+        dlq = runtime.choreography.topics.capability_dead_letter_topic(capability)
+        extra.update(reason=outcome.reason, dead_letter_topic=dlq)
+        DEAD_LETTERED.labels(outcome.reason).inc()
+        headers = dead_letter_headers(outcome.reason, outcome.error, origin,
+                                      f"worker.{capability}")
+        headers.append((HEADER_PREFIX + "attempts", str(attempts).encode()))
+        await worker.dead_letter_topic.send(key=message.key, value=record.value,
+                                            headers=headers)
+        log.warning("action %s (%s) dead-lettered to %s after %d attempt(s): %s",
+                    action.event_id, action.payload["action"], dlq, attempts, outcome.error)
+    WORKER_ACTIONS.labels(capability, "failed" if outcome.error else "completed").inc()
+    for event in outcome_events(action, capability, outcome.results, outcome.error, duration,
+                                generation=generation, extra=extra):
         await runtime.events_topic.send(key=key, value=event.to_bytes())
-    handled.put(action.event_id, action.ts, message.partition, message.offset)
+    handled.put(action.event_id, action.ts, message.partition,
+                [message.offset, "dead_lettered" if outcome.error else "completed"])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import faust
 
@@ -29,6 +31,8 @@ class Runtime:
     rekeyed_topic: faust.TopicT
     stats: PatternStats = field(default_factory=PatternStats)
     capability_topics: dict[str, faust.TopicT] = field(default_factory=dict)
+    # The capability workers this process runs (agents/worker.py CapabilityWorker).
+    workers: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.matcher = EventMatcher(self.choreography.patterns, self.stats)
@@ -47,7 +51,8 @@ class Runtime:
         """Every topic the engine and its workers read or write."""
         topics = self.choreography.topics
         return [topics.events_topic, topics.dead_letter_topic, topics.rekeyed_topic,
-                *(topics.capability_topic(c) for c in self.choreography.capabilities)]
+                *(topics.capability_topic(c) for c in self.choreography.capabilities),
+                *(topics.capability_dead_letter_topic(c) for c in self.choreography.capabilities)]
 
     async def dead_letter(self, value: bytes | None, key: bytes | None, reason: str,
                           detail: str, origin: Origin, stage: str) -> None:
@@ -116,14 +121,21 @@ def create_app(settings: Settings, choreography: Choreography | None = None) -> 
     return runtime
 
 
+def load_handlers(spec: str) -> Any:
+    """The handlers named by `module:attribute` (CHOREO_HANDLERS)."""
+    module, _, attribute = spec.partition(":")
+    return getattr(importlib.import_module(module), attribute or "HANDLERS")
+
+
 def wire(runtime: Runtime, workers: str = "*") -> Runtime:
     """Register the matching agent, the capability workers and the web views."""
-    from agents.ecommerce import HANDLERS
+    from agents.views import register_worker_views
     from agents.worker import register_workers
     from streams.match_events import register_matcher
     from streams.views import register_views
 
     register_matcher(runtime)
-    register_workers(runtime, HANDLERS, select=workers)
+    register_workers(runtime, load_handlers(runtime.settings.handlers), select=workers)
     register_views(runtime)
+    register_worker_views(runtime)
     return runtime

@@ -1,4 +1,4 @@
-"""The `choreo` command: feed events, check a choreography, read trails and dead letters."""
+"""The `choreo` command: feed events, check a choreography, read trails, re-drive dead letters."""
 
 from __future__ import annotations
 
@@ -118,6 +118,41 @@ def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_redrive(args: argparse.Namespace, settings: Settings) -> int:
+    """Send dead-lettered events or actions back to their topic, each DLQ offset once."""
+    from choreo.redrive import default_group, redrive
+
+    choreography = _choreography(settings)
+    topics = choreography.topics
+    if args.capability:
+        if args.capability not in choreography.capabilities:
+            print(f"no capability {args.capability!r}; the file has "
+                  f"{', '.join(choreography.capabilities)}", file=sys.stderr)
+            return 2
+        source = topics.capability_dead_letter_topic(args.capability)
+        allowed = [topics.capability_topic(args.capability)]
+    else:
+        source = topics.dead_letter_topic
+        allowed = [topics.events_topic,
+                   *(topics.capability_topic(c) for c in choreography.capabilities)]
+    group = args.group or default_group(source)
+
+    def show(record, target, why) -> None:  # noqa: ANN001
+        if args.dry_run or target is None:
+            info = read_dead_letter_headers(record.headers)
+            where = f"-> {target}" if target else f"cannot re-drive: {why}"
+            print(f"{record.topic}:{record.partition}@{record.offset} "
+                  f"{info.get('reason')}: {(info.get('detail') or '')[:80]} {where}")
+
+    report = asyncio.run(redrive(settings.bootstrap_servers, source, allowed, group=group,
+                                 dry_run=args.dry_run, limit=args.limit, on_record=show))
+    verb = "would re-drive" if args.dry_run else "re-drove"
+    targets = ", ".join(f"{n} to {t}" for t, n in sorted(report.sent.items())) or "nothing"
+    print(f"{verb} {report.total} record(s) from {source} ({targets}); "
+          f"{len(report.unroutable)} could not be re-driven; group {group}", file=sys.stderr)
+    return 1 if report.unroutable else 0
+
+
 def _choreography(settings: Settings):  # noqa: ANN202
     try:
         return load_choreography(settings.config_path)
@@ -152,6 +187,15 @@ def main(argv: list[str] | None = None) -> int:
     dlq.add_argument("--last", type=int, default=20)
     dlq.add_argument("--idle", type=float, default=1.0)
     dlq.set_defaults(func=cmd_dead_letters)
+
+    again = sub.add_parser("redrive", help="send dead-lettered records back, each only once")
+    again.add_argument("--capability",
+                       help="re-drive this capability's failed actions (default: the engine's "
+                            "dead-letter topic)")
+    again.add_argument("--dry-run", action="store_true", help="list, send nothing, commit nothing")
+    again.add_argument("--limit", type=int, help="at most this many records")
+    again.add_argument("--group", help="consumer group that remembers what was re-driven")
+    again.set_defaults(func=cmd_redrive)
 
     args = parser.parse_args(argv)
     return args.func(args, Settings.from_env())

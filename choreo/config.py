@@ -27,6 +27,7 @@ from choreo.patterns import (
     TemporalPattern,
     ThresholdPattern,
 )
+from choreo.worker_policy import WorkerPolicies, parse_worker_policies
 
 NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 GLOB = re.compile(r"^[A-Za-z0-9_.\-*?\[\]!]+$")
@@ -63,6 +64,7 @@ class Topics:
     dead_letter: str = "events.dlq"
     capability: str = "capability.{capability}"
     rekeyed: str = "events.rekeyed"
+    capability_dead_letter: str = "capability.{capability}.dlq"
 
     @property
     def events_topic(self) -> str:
@@ -80,6 +82,10 @@ class Topics:
     def capability_topic(self, capability: str) -> str:
         return self.prefix + self.capability.format(capability=capability)
 
+    def capability_dead_letter_topic(self, capability: str) -> str:
+        """Where a capability's workers put actions that failed every attempt."""
+        return self.prefix + self.capability_dead_letter.format(capability=capability)
+
 
 @dataclass(frozen=True)
 class Defaults:
@@ -96,6 +102,7 @@ class Choreography:
     defaults: Defaults = field(default_factory=Defaults)
     patterns: tuple[Pattern, ...] = ()
     source: str = ""
+    workers: WorkerPolicies = field(default_factory=WorkerPolicies)
 
     @property
     def capabilities(self) -> tuple[str, ...]:
@@ -147,6 +154,8 @@ KIND_FIELDS = {
     "absence": {"after", "expect", "within"},
 }
 SPEC_FIELDS = {"on", "when", "match"}
+TOPIC_FIELDS = {"prefix", "events", "dead_letter", "capability", "capability_dead_letter",
+                "rekeyed"}
 
 
 class _Loader:
@@ -157,7 +166,7 @@ class _Loader:
         self.issues.append(ConfigIssue(pattern_id, field_name, reason))
 
     def load(self, data: dict[str, Any], source: str) -> Choreography:
-        known = {"topics", "defaults", "patterns", "sequences"}
+        known = {"topics", "defaults", "patterns", "sequences", "workers", "capabilities"}
         for key in data:
             if key not in known:
                 self.fail("-", key, _unknown(key, known, "top-level table"))
@@ -191,7 +200,10 @@ class _Loader:
             pattern = self.pattern(pattern_id, entry, defaults)
             if pattern is not None:
                 patterns.append(pattern)
-        return Choreography(topics, defaults, tuple(patterns), source)
+        choreography = Choreography(topics, defaults, tuple(patterns), source)
+        workers = parse_worker_policies(data.get("workers", {}), data.get("capabilities", {}),
+                                        choreography.capabilities, self.fail)
+        return Choreography(topics, defaults, tuple(patterns), source, workers)
 
     def topics(self, raw: object) -> Topics:
         if not isinstance(raw, dict):
@@ -200,10 +212,8 @@ class _Loader:
         default = Topics()
         values: dict[str, str] = {}
         for key, value in raw.items():
-            if key not in ("prefix", "events", "dead_letter", "capability"):
-                self.fail("-", f"topics.{key}", _unknown(key, {"prefix", "events", "dead_letter",
-                                                                "capability", "rekeyed"},
-                                                          "topics field"))
+            if key not in TOPIC_FIELDS:
+                self.fail("-", f"topics.{key}", _unknown(key, TOPIC_FIELDS, "topics field"))
             elif not isinstance(value, str) or (key != "prefix" and not value):
                 self.fail("-", f"topics.{key}", "must be a non-empty string")
             else:
@@ -220,6 +230,19 @@ class _Loader:
             else:
                 if not NAME.match(sample):
                     self.fail("-", "topics.capability",
+                              f"gives {sample!r}, not a valid Kafka topic name")
+        if "{capability}" not in topics.capability_dead_letter:
+            self.fail("-", "topics.capability_dead_letter",
+                      "must contain the placeholder {capability}")
+        else:
+            try:
+                sample = topics.capability_dead_letter_topic("x")
+            except (KeyError, IndexError, ValueError):
+                self.fail("-", "topics.capability_dead_letter",
+                          "{capability} is the only placeholder it may contain")
+            else:
+                if not NAME.match(sample):
+                    self.fail("-", "topics.capability_dead_letter",
                               f"gives {sample!r}, not a valid Kafka topic name")
         for name in (topics.events_topic, topics.dead_letter_topic, topics.rekeyed_topic):
             if not NAME.match(name):

@@ -41,3 +41,9 @@ STATE_ENTRIES = Gauge("choreo_pattern_state_entries",
                       "correlation summaries).", registry=REGISTRY)
 WATERMARK = Gauge("choreo_watermark_seconds", "Event-time watermark of each partition.",
                   ["partition"], registry=REGISTRY)
+WORKER_RETRIES = Counter("choreo_worker_retries_total",
+                         "Failed action attempts that were retried after a backoff.",
+                         ["capability"], registry=REGISTRY)
+BREAKER_STATE = Gauge("choreo_circuit_breaker_state",
+                      "1 for the state each capability's circuit breaker is in, else 0.",
+                      ["capability", "state"], registry=REGISTRY)

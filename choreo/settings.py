@@ -33,6 +33,7 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path("choreo-data"))
     partitions: int = 4
     log_level: str = "info"
+    handlers: str = "agents.ecommerce:HANDLERS"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -49,6 +50,7 @@ class Settings:
             data_dir=Path(env.get("CHOREO_DATA_DIR") or default.data_dir),
             partitions=_int(env, "CHOREO_PARTITIONS", default.partitions),
             log_level=env.get("CHOREO_LOG_LEVEL") or default.log_level,
+            handlers=env.get("CHOREO_HANDLERS") or default.handlers,
         )
 
     @property

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,15 @@ from choreo.envelope import Event
 from choreo.matchers.base import KeyedMatcher, key_for, matcher_for
 from choreo.matchers.correlation import TRACKER_ID, CorrelationTracker, action_note
 from choreo.matching import PatternIndex
-from choreo.metrics import ACTION_LATENCY, ACTIONS_SENT, LATE_EVENTS, TIMERS_FIRED, UNKEYED
+from choreo.metrics import (
+    ACTION_LATENCY,
+    ACTIONS_SENT,
+    LATE_EVENTS,
+    STATE_ENTRIES,
+    TIMERS_FIRED,
+    UNKEYED,
+    WATERMARK,
+)
 from choreo.patterns import Pattern
 from tables.pattern_state import PatternStateTable, partition_for, writing_partition
 
@@ -233,6 +242,9 @@ class KeyedEngine:
             with writing_partition(topic, partition):
                 self.store.persist_watermark(f"e{partition}")
                 self.store.persist_watermark(f"r{partition}")
+            if math.isfinite(events_wm):
+                WATERMARK.labels(str(partition)).set(events_wm)
+        STATE_ENTRIES.set(sum(self.store.live.values()))
         return ran
 
     def group_of(self, pattern_id: str) -> Group:

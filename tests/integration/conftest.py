@@ -61,6 +61,7 @@ class Worker:
     data_dir: Path
     web_port: int
     process: subprocess.Popen | None = None
+    extra_env: dict[str, str] | None = None
 
     @property
     def url(self) -> str:
@@ -69,7 +70,8 @@ class Worker:
     def start(self, timeout: float = 120.0) -> Worker:
         env = {**os.environ, "CHOREO_BROKER": self.broker.url, "CHOREO_APP_ID": self.name,
                "CHOREO_CONFIG": str(self.config_path), "CHOREO_DATA_DIR": str(self.data_dir),
-               "CHOREO_WEB_PORT": str(self.web_port), "PYTHONPATH": str(REPO)}
+               "CHOREO_WEB_PORT": str(self.web_port), "PYTHONPATH": str(REPO),
+               **(self.extra_env or {})}
         log = open(self.data_dir.parent / f"{self.name}.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "faust", "-A", "topology", "worker", "-l", "info"],
@@ -121,14 +123,15 @@ def make_worker(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Ite
     started: list[Worker] = []
     tmp_path = tmp_path_factory.mktemp("workers")
 
-    def make(config_text: str | None = None, prefix: str | None = None) -> Worker:
+    def make(config_text: str | None = None, prefix: str | None = None,
+             env: dict[str, str] | None = None) -> Worker:
         name = f"it-{uuid.uuid4().hex[:8]}"
         text = config_text or BUNDLED_CONFIG.read_text()
         text = text.replace('prefix = ""', f'prefix = "{prefix or name}."', 1)
         path = tmp_path / f"{name}.toml"
         path.write_text(text)
         worker = Worker(name, broker, path, parse_choreography(text), tmp_path / name,
-                        free_port())
+                        free_port(), extra_env=env)
         started.append(worker)
         return worker.start()
 

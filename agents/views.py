@@ -1,0 +1,17 @@
+"""Web view of the capability workers this process runs: policy and circuit breaker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from choreo.app import Runtime
+
+
+def capability_summaries(runtime: Runtime) -> list[dict[str, Any]]:
+    return [worker.describe() for worker in runtime.workers.values()]
+
+
+def register_worker_views(runtime: Runtime) -> None:
+    @runtime.app.page("/capabilities/")
+    async def capabilities(web, request):  # noqa: ANN001 - Faust view signature
+        return web.json({"capabilities": capability_summaries(runtime)})

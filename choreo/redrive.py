@@ -1,0 +1,121 @@
+"""Re-drive dead-lettered records to the topic they came from, once.
+
+Each record goes back with its original key and value bytes, so event and action ids are
+unchanged and the usual de-duplication applies. Which dead-letter offsets have been
+re-driven is kept as the committed offsets of a consumer group (by default
+`choreo-redrive.<dead-letter topic>`), committed after the broker acknowledged every
+record sent, so a second run sends only what arrived since. A run interrupted between
+sending and committing sends those records again; their unchanged ids make the engine
+and the workers drop the copies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from choreo.dead_letter import read_dead_letter_headers
+from choreo.kafka_io import Record, producer
+
+REDRIVE_HEADER = "choreo.redrive.from"
+
+
+def default_group(dead_letter_topic: str) -> str:
+    return f"choreo-redrive.{dead_letter_topic}"
+
+
+@dataclass
+class RedriveReport:
+    """What a run did: records sent per target topic, and those it could not send."""
+
+    sent: Counter[str] = field(default_factory=Counter)
+    unroutable: list[tuple[Record, str]] = field(default_factory=list)
+    seen: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.sent.values())
+
+
+def target_of(record: Record, allowed: Collection[str]) -> tuple[str | None, str]:
+    """The topic a dead-lettered record came from, or None and why it cannot go back."""
+    origin = read_dead_letter_headers(record.headers).get("topic")
+    if not origin:
+        return None, "no choreo.dlq.topic header"
+    if origin not in allowed:
+        return None, f"came from {origin!r}, not a topic of this choreography"
+    return origin, ""
+
+
+async def redrive(bootstrap: str, dead_letter_topic: str, allowed: Collection[str], *,
+                  group: str | None = None, dry_run: bool = False, limit: int | None = None,
+                  on_record: Callable[[Record, str | None, str], None] | None = None,
+                  timeout: float = 60.0) -> RedriveReport:
+    """Send the records past the group's committed offsets back; commit unless dry_run."""
+    report = RedriveReport()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group or default_group(
+        dead_letter_topic), enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    prod = None if dry_run else producer(bootstrap)
+    if prod is not None:
+        await prod.start()
+    try:
+        found = consumer.partitions_for_topic(dead_letter_topic)
+        if found is None:
+            await consumer._client.force_metadata_update()  # noqa: SLF001
+            found = consumer.partitions_for_topic(dead_letter_topic) or set()
+        partitions = [TopicPartition(dead_letter_topic, p) for p in sorted(found)]
+        if not partitions:
+            return report
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            committed = await consumer.committed(tp)
+            if committed is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, committed)
+        done: dict[TopicPartition, int] = {}
+        pending = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline and (limit is None or report.seen < limit):
+            open_parts = [tp for tp in partitions if await consumer.position(tp) < ends[tp]]
+            if not open_parts:
+                break
+            batch = await consumer.getmany(*open_parts, timeout_ms=500, max_records=500)
+            for tp, records in batch.items():
+                for r in records:
+                    if r.offset >= ends[tp] or (limit is not None and report.seen >= limit):
+                        break
+                    report.seen += 1
+                    record = Record(r.topic, r.partition, r.offset, r.key, r.value,
+                                    tuple(r.headers or ()), r.timestamp)
+                    target, why = target_of(record, allowed)
+                    if on_record:
+                        on_record(record, target, why)
+                    if target is None:
+                        report.unroutable.append((record, why))
+                    else:
+                        report.sent[target] += 1
+                        if prod is not None:
+                            source = f"{r.topic}:{r.partition}:{r.offset}".encode()
+                            pending.append(await prod.send(target, key=r.key, value=r.value,
+                                                           headers=[(REDRIVE_HEADER, source)]))
+                    done[tp] = r.offset + 1
+                # The consumer may have fetched past the record where the limit stopped us.
+                if tp in done:
+                    consumer.seek(tp, done[tp])
+        if prod is not None:
+            await asyncio.gather(*pending)
+            if done:
+                await consumer.commit(dict(done))
+    finally:
+        if prod is not None:
+            await prod.stop()
+        await consumer.stop()
+    return report
