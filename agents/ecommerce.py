@@ -121,14 +121,49 @@ async def request_product_review(action: Event) -> list[Result]:
                                         "customer_id": order.get("customer_id")})]
 
 
+async def close_order(action: Event) -> list[Result]:
+    order = _order(action)
+    return [Result("order_closed", {"order_id": order["order_id"],
+                                    "steps": action.payload["trigger"]["event_types"]})]
+
+
+async def flag_customer(action: Event) -> list[Result]:
+    data = action.payload.get("data") or {}
+    customer = data.get("customer_id")
+    if not customer:
+        raise ActionRefused("the action's data has no customer_id")
+    return [Result("customer_flagged", {"customer_id": customer,
+                                        "failed_payments": action.payload.get("count"),
+                                        "last_order_id": data.get("order_id")})]
+
+
+async def escalate_stalled_order(action: Event) -> list[Result]:
+    order = _order(action)
+    return [Result("stalled_order_escalated",
+                   {"order_id": order["order_id"], "waiting_for": action.payload["missing_step"],
+                    "deadline": action.payload["deadline"], "queue": "order-desk"})]
+
+
+async def send_checkout_reminder(action: Event) -> list[Result]:
+    data = action.payload.get("data") or {}
+    if not data.get("cart_id"):
+        raise ActionRefused("the action's data has no cart_id")
+    return [Result("checkout_reminder_sent", {"cart_id": data["cart_id"],
+                                              "customer_id": data.get("customer_id"),
+                                              "channel": "email"})]
+
+
 HANDLERS: dict[str, dict[str, Handler]] = {
     "inventory_management": {"check_inventory": check_inventory},
     "payment_processing": {"process_payment": process_payment, "retry_payment": retry_payment},
-    "order_management": {"cancel_order": cancel_order},
-    "fraud_detection": {"request_manual_review": request_manual_review},
+    "order_management": {"cancel_order": cancel_order, "close_order": close_order},
+    "fraud_detection": {"request_manual_review": request_manual_review,
+                        "flag_customer": flag_customer},
     "supplier_management": {"notify_suppliers": notify_suppliers},
     "order_fulfillment": {"initiate_fulfillment": initiate_fulfillment},
     "shipping_management": {"schedule_shipping": schedule_shipping},
-    "customer_communication": {"send_tracking_notification": send_tracking_notification},
+    "customer_communication": {"send_tracking_notification": send_tracking_notification,
+                               "escalate_stalled_order": escalate_stalled_order,
+                               "send_checkout_reminder": send_checkout_reminder},
     "customer_engagement": {"request_product_review": request_product_review},
 }

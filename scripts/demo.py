@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 from choreo.config import load_choreography  # noqa: E402
 from choreo.dead_letter import read_dead_letter_headers  # noqa: E402
 from choreo.kafka_io import collect, envelopes, send_all, send_events  # noqa: E402
-from choreo.samples import sample_orders  # noqa: E402
+from choreo.samples import sample_orders, with_short_windows  # noqa: E402
 from choreo.settings import BUNDLED_CONFIG  # noqa: E402
 from choreo.trail import build_trail, render  # noqa: E402
 
@@ -33,6 +33,7 @@ WEB_PORT = int(os.environ.get("CHOREO_DEMO_WEB_PORT", "6066"))
 BOOTSTRAP = f"127.0.0.1:{PORT}"
 KAFKA_ENV = {**os.environ, "KAFKA_DIR": str(REPO / ".kafka" / "demo"), "KAFKA_PORT": str(PORT)}
 WORK = REPO / ".kafka" / "demo-worker"
+CONFIG = WORK / "ecommerce-short-windows.toml"
 
 
 def say(text: str = "") -> None:
@@ -46,9 +47,10 @@ def kafka(*args: str) -> None:
 def start_worker() -> subprocess.Popen:
     shutil.rmtree(WORK, ignore_errors=True)  # state of an earlier run belongs to a purged broker
     WORK.mkdir(parents=True, exist_ok=True)
+    CONFIG.write_text(with_short_windows(BUNDLED_CONFIG.read_text()))
     env = {**os.environ, "CHOREO_BROKER": f"kafka://{BOOTSTRAP}", "CHOREO_APP_ID": "choreo-demo",
            "CHOREO_DATA_DIR": str(WORK / "data"), "CHOREO_WEB_PORT": str(WEB_PORT),
-           "PYTHONPATH": str(REPO)}
+           "CHOREO_CONFIG": str(CONFIG), "PYTHONPATH": str(REPO)}
     log = open(WORK / "worker.log", "wb")  # noqa: SIM115
     return subprocess.Popen([sys.executable, "-m", "faust", "-A", "topology", "worker",
                              "-l", "info"], cwd=REPO, env=env, stdout=log,
@@ -68,49 +70,58 @@ def wait_for_web(worker: subprocess.Popen, timeout: float = 90.0) -> None:
     raise SystemExit(f"the worker was not ready in {timeout}s")
 
 
-TERMINAL = {"review_requested", "suppliers_notified", "order_cancelled"}
-
-
-async def wait_for_flows(topic: str, orders: list[str], timeout: float = 120.0) -> list[dict]:
+async def wait_for_flows(topics: list[str], samples: list, timeout: float = 120.0
+                         ) -> list[dict]:
+    """Every record of the topics once each sample's trail is what it should be (or time's up)."""
     deadline = time.monotonic() + timeout
     while True:
-        records = await collect(BOOTSTRAP, [topic], idle=0.5)
-        events = envelopes(records)
-        done = {e["metadata"].get("correlation_id") for e in events
-                if e.get("event_type") in TERMINAL}
-        if all(o in done for o in orders) or time.monotonic() > deadline:
-            await asyncio.sleep(1.0)  # let the last lifecycle events land
-            return envelopes(await collect(BOOTSTRAP, [topic], idle=0.5))
+        records = envelopes(await collect(BOOTSTRAP, topics, idle=0.5))
+        if all(render(build_trail(trail_of(records, first))) == expected
+               for _, first, expected in samples) or time.monotonic() > deadline:
+            return records
         await asyncio.sleep(1.0)
 
 
+def trail_of(records: list[dict], first: dict) -> list[dict]:
+    correlation = first["metadata"]["correlation_id"]
+    mine = [r for r in records if r["metadata"].get("correlation_id") == correlation]
+    return sorted(mine, key=lambda r: r["timestamp"])
+
+
 async def feed_and_watch() -> int:
-    choreography = load_choreography(BUNDLED_CONFIG)
+    choreography = load_choreography(CONFIG)
     topics = choreography.topics
     samples = sample_orders()
-    orders = [o for _, o, _ in samples]
-    say(f"feeding {len(samples)} sample orders, one duplicate and two malformed records")
-    await send_events(BOOTSTRAP, topics.events_topic, [*orders, orders[0]])
+    firsts = [first for _, first, _ in samples]
+    say(f"feeding {len(samples)} samples (4 orders and an abandoned checkout), one duplicate "
+        "and two malformed records")
+    say("  (this run cuts the choreography's windows to seconds: a checkout is abandoned "
+        "after 4 s, an order stalls after 8 s)")
+    await send_events(BOOTSTRAP, topics.events_topic, [*firsts, firsts[0]])
     await send_all(BOOTSTRAP, topics.events_topic,
                    [(b"bad-1", b"{not json"), (b"bad-2", orjson.dumps({"event_type": "x"}))])
     started = time.monotonic()
-    ids = [o["payload"]["order_id"] for o in orders]
-    events = await wait_for_flows(topics.events_topic, ids)
     action_topics = [topics.capability_topic(c) for c in choreography.capabilities]
-    actions = envelopes(await collect(BOOTSTRAP, action_topics, idle=0.5))
+    records = await wait_for_flows([topics.events_topic, *action_topics], samples)
+    actions = [r for r in records if r["event_type"] == "action.requested"]
     failures = 0
-    for (description, _order, expected), order_id in zip(samples, ids, strict=True):
-        mine = [e for e in [*events, *actions]
-                if e["metadata"].get("correlation_id") == order_id]
-        mine.sort(key=lambda e: e["timestamp"])
+    for description, first, expected in samples:
+        mine = trail_of(records, first)
         lines = render(build_trail(mine))
         ok = lines == expected
         failures += not ok
         n_actions = sum(1 for e in mine if e["event_type"] == "action.requested")
-        say(f"\n== {order_id} ({description}): {len(mine)} records, {n_actions} actions "
-            f"{'as expected' if ok else 'DIFFERENT FROM EXPECTED'}")
+        say(f"\n== {first['metadata']['correlation_id']} ({description}): {len(mine)} records, "
+            f"{n_actions} actions {'as expected' if ok else 'DIFFERENT FROM EXPECTED'}")
         for line in lines:
             say("   " + line)
+    say("\n== the declined order's correlation summary (GET /correlations/ord-1004/):")
+    summary = orjson.loads(urllib.request.urlopen(
+        f"http://127.0.0.1:{WEB_PORT}/correlations/ord-1004/").read())
+    say(f"   {summary['event_count']} events of {len(summary['event_types'])} types from "
+        f"{len(summary['sources'])} sources over {summary['duration_seconds']:.1f}s, "
+        f"{len(summary['actions'])} actions: "
+        + ", ".join(a["action"] for a in summary["actions"]))
     dead = await collect(BOOTSTRAP, [topics.dead_letter_topic], idle=0.5)
     say(f"\n== dead-letter topic {topics.dead_letter_topic}: {len(dead)} record(s)")
     for record in dead:
@@ -123,7 +134,8 @@ async def feed_and_watch() -> int:
     say(f"\n== summary: {len(samples) - failures}/{len(samples)} orders as expected, "
         f"{len(actions)} actions sent, {len(dead)} dead-lettered, {dups:.0f} duplicate(s) "
         f"dropped, flows done in {time.monotonic() - started:.1f}s")
-    say(f"   web views were at http://127.0.0.1:{WEB_PORT}/patterns/ and /metrics")
+    say(f"   web views were at http://127.0.0.1:{WEB_PORT}/patterns/, "
+        "/patterns/{id}/state/{key}/, /correlations/{id}/ and /metrics")
     return 1 if failures or len(dead) != 2 else 0
 
 

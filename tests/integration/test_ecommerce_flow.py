@@ -10,18 +10,16 @@ import pytest
 
 from choreo.dead_letter import read_dead_letter_headers
 from choreo.kafka_io import envelopes, send_all, send_events
-from choreo.samples import order, sample_orders
+from choreo.samples import order, sample_orders, with_short_windows
 from choreo.settings import BUNDLED_CONFIG
 from choreo.trail import build_trail, render
 from tests.integration.conftest import Worker, wait_until
 
-TERMINAL = {"review_requested", "suppliers_notified", "order_cancelled"}
-
 
 @pytest.fixture(scope="module")
 def worker(make_worker) -> Worker:  # noqa: ANN001
-    text = BUNDLED_CONFIG.read_text().replace(
-        'idle_timeout = "30s"', 'idle_timeout = "30s"\nmax_event_bytes = 4096')
+    text = with_short_windows(BUNDLED_CONFIG.read_text()).replace(
+        'idle_timeout = "2s"', 'idle_timeout = "2s"\nmax_event_bytes = 4096')
     return make_worker(text)
 
 
@@ -43,14 +41,16 @@ def test_each_sample_order_grows_exactly_its_expected_trail(worker: Worker):
     suffix = "-" + uuid.uuid4().hex[:6]
     samples = sample_orders(suffix)
     feed(worker, [envelope for _, envelope, _ in samples])
-    ids = [envelope["payload"]["order_id"] for _, envelope, _ in samples]
+    ids = [envelope["metadata"]["correlation_id"] for _, envelope, _ in samples]
 
-    def all_done():
-        done = {e["metadata"].get("correlation_id") for e in worker.events()
-                if e["event_type"] in TERMINAL}
-        return all(i in done for i in ids)
+    def trails_complete():
+        return all(render(build_trail(records_for(worker, i))) == expected
+                   for i, (_, _, expected) in zip(ids, samples, strict=True))
 
-    wait_until(all_done, timeout=90)
+    try:  # the sequence and absence deadlines pass after 4 to 8 s of event time
+        wait_until(trails_complete, timeout=90)
+    except AssertionError:
+        pass  # the comparison below says which trail differs
     for (description, _envelope, expected), order_id in zip(samples, ids, strict=True):
         records = records_for(worker, order_id)
         assert render(build_trail(records)) == expected, description

@@ -357,12 +357,23 @@ ECOMMERCE_IDS = [
     "order-received", "high-value-order", "inventory-confirmed", "inventory-shortage",
     "payment-successful", "payment-failed-retry", "payment-failed-cancel",
     "fulfillment-complete", "shipping-complete", "delivery-confirmed",
+    "repeated-payment-failures", "abandoned-checkout", "order-to-shipment",
 ]
 
 
 def test_the_bundled_choreography_loads(ecommerce):
     assert [p.id for p in ecommerce.patterns] == ECOMMERCE_IDS
-    assert all(isinstance(p, EventPattern) for p in ecommerce.patterns)
+    assert [p.kind for p in ecommerce.patterns[-3:]] == ["threshold", "absence", "sequence"]
+    assert all(isinstance(p, EventPattern) for p in ecommerce.patterns[:-3])
+    failures, abandoned, shipment = ecommerce.patterns[-3:]
+    assert (failures.count, failures.window, failures.group_by) == (3, 600.0,
+                                                                     "payload.customer_id")
+    assert (abandoned.after.on, abandoned.expect.on, abandoned.within) == (
+        "checkout_started", "order_received", 1800.0)
+    assert [s.on for s in shipment.steps] == ["order_received", "payment_successful",
+                                              "shipping_complete"]
+    assert (shipment.max_interval, shipment.timeout_action) == (600.0,
+                                                                "escalate_stalled_order")
     assert ecommerce.capabilities == (
         "inventory_management", "fraud_detection", "payment_processing", "supplier_management",
         "order_fulfillment", "order_management", "shipping_management",
