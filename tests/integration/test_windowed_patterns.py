@@ -22,6 +22,7 @@ import pytest
 from choreo.dead_letter import read_dead_letter_headers
 from choreo.envelope import iso_from_ts, new_event
 from choreo.kafka_io import envelopes, send_events
+from choreo.settings import Settings
 from tests.integration.conftest import Worker, wait_until
 
 CONFIG = """
@@ -300,3 +301,90 @@ def test_kill_9_mid_sequence_recovers_and_fires_once(make_worker):  # noqa: ANN0
     wait_until(lambda: fired(worker, "orders", "checkout", corr), timeout=30)
     time.sleep(3)
     assert len(fired(worker, "orders", "checkout", corr)) == 1
+
+
+QUIET_CONFIG = """
+[topics]
+prefix = ""
+
+[defaults]
+idle_timeout = "1h"
+correlation_ttl = "2m"
+dedup_horizon = "2m"
+
+[[patterns]]
+id = "views"
+kind = "threshold"
+on = "page_viewed"
+count = 5
+window = "1m"
+action = "note"
+capability = "analytics"
+
+[[patterns]]
+id = "ready"
+kind = "temporal"
+all_of = ["inventory_reserved", "payment_captured"]
+window = "1m"
+action = "ship"
+capability = "shipping"
+
+[[patterns]]
+id = "checkout"
+kind = "sequence"
+steps = ["checkout_started", "order_placed", "payment_captured"]
+max_interval = "1m"
+action = "confirm"
+capability = "orders"
+
+[[patterns]]
+id = "abandoned"
+kind = "absence"
+after = "cart_updated"
+expect = "order_placed"
+within = "1m"
+action = "remind"
+capability = "notifications"
+"""
+
+
+def test_state_returns_to_baseline_once_keys_go_quiet(make_worker):  # noqa: ANN001
+    """Thousands of half-finished flows, then event time moves on: the table empties."""
+    from choreo.kafka_io import send_all
+    from tables.pattern_state import partition_for
+
+    worker = make_worker(QUIET_CONFIG)
+    partitions = Settings.from_env().partitions
+    n = 2000
+    t0 = time.time() - 7 * DAY
+    flows = []
+    for i in range(n):
+        corr = f"quiet-{i}"
+        at = t0 + i * 0.01
+        # Each flow leaves something in every pattern (none completes) and a summary.
+        flows += [ev("page_viewed", at, corr), ev("inventory_reserved", at, corr),
+                  ev("checkout_started", at, corr), ev("cart_updated", at, corr)]
+    started = time.monotonic()
+    feed(worker, *flows)
+    in_flight = 5 * n  # four patterns and the correlation summary per key
+    wait_until(lambda: worker.metric("choreo_pattern_state_entries") == in_flight, timeout=120)
+    loaded = time.monotonic() - started
+    # An event without a correlation id on each partition moves its watermark an hour on:
+    # it is kept by no keyed pattern, so afterwards the table should hold nothing at all.
+    later = iso_from_ts(t0 + 3600)
+    clocks = []
+    for partition in range(partitions):
+        event_id = next(f"clock-{partition}-{k}" for k in itertools.count()
+                        if partition_for(f"clock-{partition}-{k}", partitions)
+                        == partition)
+        clock = {"event_id": event_id, "event_type": "clock", "timestamp": later,
+                 "source": "test", "payload": {}, "metadata": {}}
+        clocks.append((event_id.encode(), orjson.dumps(clock)))
+    asyncio.run(send_all(worker.broker.bootstrap, worker.choreography.topics.events_topic,
+                         clocks))
+    quiet = time.monotonic()
+    wait_until(lambda: worker.metric("choreo_pattern_state_entries") == 0, timeout=60)
+    body = json.loads(worker.get("/patterns/"))
+    assert all(p.get("keys_in_flight", 0) == 0 for p in body["patterns"])
+    print(f"\nstate: {n} keys -> {in_flight} entries in {loaded:.1f}s; back to 0 entries "
+          f"{time.monotonic() - quiet:.1f}s after event time moved on")
