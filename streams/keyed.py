@@ -34,7 +34,7 @@ from choreo.actions import Action, by_priority
 from choreo.app import Runtime
 from choreo.dead_letter import Origin
 from choreo.envelope import Event
-from choreo.matchers.base import KeyedMatcher, key_for, matcher_for
+from choreo.matchers.base import KeyedMatcher, Outcome, key_for, matcher_for
 from choreo.matchers.correlation import TRACKER_ID, CorrelationTracker, action_note
 from choreo.matching import PatternIndex
 from choreo.metrics import (
@@ -56,6 +56,7 @@ ORIGIN_HEADER = "choreo.origin"  # where the event was first read: topic:partiti
 NOTE_HEADER = "choreo.note"  # "actions": the value lists actions to record on a correlation
 ACTIONS_HEADER = "choreo.actions"  # actions the event already fired, for the correlation summary
 TICK_SECONDS = 1.0
+EXPIRE_BATCH = 500  # deadlines run under one hold of the lock
 
 Group = str | None  # a group_by path; None = metadata.correlation_id
 
@@ -234,57 +235,66 @@ class KeyedEngine:
         ran = 0
         topic = self.runtime.events_topic.get_topic_name()
         for partition in sorted(active):
-            events_wm = self.store.watermark(f"e{partition}")
-            rekeyed_wm = self.store.watermark(f"r{partition}")
-            for pattern_id, key in self.store.due(partition, max(events_wm, rekeyed_wm)):
-                wm = rekeyed_wm if self.group_of(pattern_id) is not None else events_wm
-                ran += await self.expire(topic, partition, pattern_id, key, wm)
+            clocks = {"e": self.store.watermark(f"e{partition}"),
+                      "r": self.store.watermark(f"r{partition}")}
+            due = self.store.due(partition, max(clocks.values()))
+            for start in range(0, len(due), EXPIRE_BATCH):
+                ran += await self.expire(topic, partition, due[start:start + EXPIRE_BATCH],
+                                         clocks)
+                await asyncio.sleep(0)  # let the stream go on between batches
             with writing_partition(topic, partition):
                 self.store.persist_watermark(f"e{partition}")
                 self.store.persist_watermark(f"r{partition}")
-            if math.isfinite(events_wm):
-                WATERMARK.labels(str(partition)).set(events_wm)
+            if math.isfinite(clocks["e"]):
+                WATERMARK.labels(str(partition)).set(clocks["e"])
         STATE_ENTRIES.set(sum(self.store.live.values()))
         return ran
 
     def group_of(self, pattern_id: str) -> Group:
         return None if pattern_id == TRACKER_ID else self.patterns[pattern_id].group_by
 
-    async def expire(self, topic: str, partition: int, pattern_id: str, key: str,
-                     wm: float) -> int:
+    async def expire(self, topic: str, partition: int, entries: list[tuple[str, str]],
+                     clocks: dict[str, float]) -> int:
+        """Run the deadlines of a batch of entries of one partition: send, then write."""
+        done: list[tuple[str, str, dict[str, int], Outcome]] = []
         actions: list[Action] = []
         async with self.lock:
             if not self.ready() or partition not in self.active_partitions():
-                return 0
-            slot = self.store.load(pattern_id, key)
-            if slot is None:
-                return 0
-            due = self.deadline_of(pattern_id, slot.state)
-            if due is None or due > wm:
-                if due is not None:
-                    self.store.schedule(partition, due, pattern_id, key)
-                return 0
-            if pattern_id == TRACKER_ID:
-                outcome = self.tracker.on_time(slot.state, wm)
-            else:
-                outcome = self.matchers[pattern_id].on_time(slot.state, wm)
-                actions = outcome.actions
-                TIMERS_FIRED.labels(pattern_id).inc()
+                return 0  # the partition moved; its new owner rebuilds the deadlines
+            for pattern_id, key in entries:
+                slot = self.store.load(pattern_id, key)
+                if slot is None:
+                    continue
+                wm = clocks["e" if self.group_of(pattern_id) is None else "r"]
+                due = self.deadline_of(pattern_id, slot.state)
+                if due is None or due > wm:
+                    if due is not None:
+                        self.store.schedule(partition, due, pattern_id, key)
+                    continue
+                if pattern_id == TRACKER_ID:
+                    outcome = self.tracker.on_time(slot.state, wm)
+                else:
+                    outcome = self.matchers[pattern_id].on_time(slot.state, wm)
+                    TIMERS_FIRED.labels(pattern_id).inc()
+                done.append((pattern_id, key, slot.offsets, outcome))
+                actions += outcome.actions
             await self.send(actions, None)
             with writing_partition(topic, partition):
-                self.store.save(pattern_id, key, partition, outcome.state, slot.offsets,
-                                self.deadline_of(pattern_id, outcome.state))
-                if self.group_of(pattern_id) is None and actions:
-                    tslot = self.store.load(TRACKER_ID, key)
-                    state = self.tracker.note_actions(tslot.state if tslot else None, key,
-                                                      [action_note(a) for a in actions])
-                    self.store.save(TRACKER_ID, key, partition, state,
-                                    tslot.offsets if tslot else {},
-                                    self.tracker.deadline(state))
-        if actions:
-            group = self.patterns[pattern_id].group_by
-            await self.note_elsewhere(actions, group, key)
-        return 1
+                for pattern_id, key, offsets, outcome in done:
+                    self.store.save(pattern_id, key, partition, outcome.state, offsets,
+                                    self.deadline_of(pattern_id, outcome.state))
+                    if outcome.actions and self.group_of(pattern_id) is None:
+                        tslot = self.store.load(TRACKER_ID, key)
+                        state = self.tracker.note_actions(
+                            tslot.state if tslot else None, key,
+                            [action_note(a) for a in outcome.actions])
+                        self.store.save(TRACKER_ID, key, partition, state,
+                                        tslot.offsets if tslot else {},
+                                        self.tracker.deadline(state))
+        for pattern_id, key, _offsets, outcome in done:
+            if outcome.actions:
+                await self.note_elsewhere(outcome.actions, self.group_of(pattern_id), key)
+        return len(done)
 
 
 def register_keyed(runtime: Runtime) -> KeyedEngine:
