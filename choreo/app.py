@@ -11,8 +11,9 @@ import faust
 
 from choreo.config import Choreography, load_choreography
 from choreo.dead_letter import Origin, dead_letter_headers
+from choreo.envelope import Event
 from choreo.matching import EventMatcher, PatternStats
-from choreo.metrics import DEAD_LETTERED
+from choreo.metrics import ALERTS, DEAD_LETTERED
 from choreo.settings import Settings
 from choreo.topics import ensure_topics, wait_for_coordinator
 
@@ -29,6 +30,7 @@ class Runtime:
     events_topic: faust.TopicT
     dead_letter_topic: faust.TopicT
     rekeyed_topic: faust.TopicT
+    alerts_topic: faust.TopicT
     stats: PatternStats = field(default_factory=PatternStats)
     capability_topics: dict[str, faust.TopicT] = field(default_factory=dict)
     # The capability workers this process runs (agents/worker.py CapabilityWorker).
@@ -38,6 +40,14 @@ class Runtime:
         self.matcher = EventMatcher(self.choreography.patterns, self.stats)
         for capability in self.choreography.capabilities:
             self.capability_topic(capability)
+
+    async def alert(self, alert: Event) -> Any:
+        """Publish a monitor alert; returns the send's future (await it for the ack)."""
+        ALERTS.labels(alert.payload["alert"]).inc()
+        log.warning("alert %s: %s", alert.event_type, alert.payload)
+        key = alert.correlation_id or alert.payload.get("event_type")
+        return await self.alerts_topic.send(key=key.encode() if key else None,
+                                            value=alert.to_bytes())
 
     def capability_topic(self, capability: str) -> faust.TopicT:
         topic = self.capability_topics.get(capability)
@@ -51,6 +61,7 @@ class Runtime:
         """Every topic the engine and its workers read or write."""
         topics = self.choreography.topics
         return [topics.events_topic, topics.dead_letter_topic, topics.rekeyed_topic,
+                topics.alerts_topic,
                 *(topics.capability_topic(c) for c in self.choreography.capabilities),
                 *(topics.capability_dead_letter_topic(c) for c in self.choreography.capabilities)]
 
@@ -119,6 +130,7 @@ def create_app(settings: Settings, choreography: Choreography | None = None) -> 
         events_topic=raw_topic(app, topics.events_topic),
         dead_letter_topic=raw_topic(app, topics.dead_letter_topic),
         rekeyed_topic=raw_topic(app, topics.rekeyed_topic),
+        alerts_topic=raw_topic(app, topics.alerts_topic),
     )
     app.runtime = runtime
     return runtime

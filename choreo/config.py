@@ -17,6 +17,7 @@ from typing import Any
 from choreo.conditions import ConditionError, compile_condition
 from choreo.content_filter import FilterError, compile_filter
 from choreo.durations import parse_duration
+from choreo.monitor import MonitorSettings, parse_monitor
 from choreo.patterns import (
     KINDS,
     AbsencePattern,
@@ -64,11 +65,17 @@ class Topics:
     dead_letter: str = "events.dlq"
     capability: str = "capability.{capability}"
     rekeyed: str = "events.rekeyed"
+    alerts: str = "alerts"
     capability_dead_letter: str = "capability.{capability}.dlq"
 
     @property
     def events_topic(self) -> str:
         return self.prefix + self.events
+
+    @property
+    def alerts_topic(self) -> str:
+        """Where the flow monitor publishes slow-flow and rate-spike alerts."""
+        return self.prefix + self.alerts
 
     @property
     def rekeyed_topic(self) -> str:
@@ -103,6 +110,7 @@ class Choreography:
     patterns: tuple[Pattern, ...] = ()
     source: str = ""
     workers: WorkerPolicies = field(default_factory=WorkerPolicies)
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
 
     @property
     def capabilities(self) -> tuple[str, ...]:
@@ -155,7 +163,7 @@ KIND_FIELDS = {
 }
 SPEC_FIELDS = {"on", "when", "match"}
 TOPIC_FIELDS = {"prefix", "events", "dead_letter", "capability", "capability_dead_letter",
-                "rekeyed"}
+                "rekeyed", "alerts"}
 
 
 class _Loader:
@@ -166,7 +174,8 @@ class _Loader:
         self.issues.append(ConfigIssue(pattern_id, field_name, reason))
 
     def load(self, data: dict[str, Any], source: str) -> Choreography:
-        known = {"topics", "defaults", "patterns", "sequences", "workers", "capabilities"}
+        known = {"topics", "defaults", "patterns", "sequences", "workers", "capabilities",
+                 "monitor"}
         for key in data:
             if key not in known:
                 self.fail("-", key, _unknown(key, known, "top-level table"))
@@ -203,7 +212,8 @@ class _Loader:
         choreography = Choreography(topics, defaults, tuple(patterns), source)
         workers = parse_worker_policies(data.get("workers", {}), data.get("capabilities", {}),
                                         choreography.capabilities, self.fail)
-        return Choreography(topics, defaults, tuple(patterns), source, workers)
+        monitor = parse_monitor(data.get("monitor"), self.fail)
+        return Choreography(topics, defaults, tuple(patterns), source, workers, monitor)
 
     def topics(self, raw: object) -> Topics:
         if not isinstance(raw, dict):
@@ -244,7 +254,8 @@ class _Loader:
                 if not NAME.match(sample):
                     self.fail("-", "topics.capability_dead_letter",
                               f"gives {sample!r}, not a valid Kafka topic name")
-        for name in (topics.events_topic, topics.dead_letter_topic, topics.rekeyed_topic):
+        for name in (topics.events_topic, topics.dead_letter_topic, topics.rekeyed_topic,
+                     topics.alerts_topic):
             if not NAME.match(name):
                 self.fail("-", "topics", f"{name!r} is not a valid Kafka topic name")
         return topics

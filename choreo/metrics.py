@@ -47,3 +47,5 @@ WORKER_RETRIES = Counter("choreo_worker_retries_total",
 BREAKER_STATE = Gauge("choreo_circuit_breaker_state",
                       "1 for the state each capability's circuit breaker is in, else 0.",
                       ["capability", "state"], registry=REGISTRY)
+ALERTS = Counter("choreo_alerts_total", "Alerts raised by the flow monitor.", ["alert"],
+                 registry=REGISTRY)

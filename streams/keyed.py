@@ -46,6 +46,7 @@ from choreo.metrics import (
     UNKEYED,
     WATERMARK,
 )
+from choreo.monitor import slow_flow_alert
 from choreo.patterns import Pattern
 from tables.pattern_state import PatternStateTable, partition_for, writing_partition
 
@@ -156,15 +157,22 @@ class KeyedEngine:
                     writes.append((pattern.id, outcome.state, offsets))
                 actions += outcome.actions
             actions = by_priority(actions)
+            alert = None
             if group is None:
                 slot = self.store.load(TRACKER_ID, key)
                 if slot is None or not slot.applied(source, offset):
-                    state = self.tracker.on_event(slot.state if slot else None, event, wm).state
+                    before = slot.state if slot else None
+                    alert = slow_flow_alert(self.runtime.choreography.monitor, before, event)
+                    state = self.tracker.on_event(before, event, wm).state
+                    if alert is not None and state is not None:
+                        state["slow_alerted"] = True
                     state = self.tracker.note_actions(
                         state, key, [*notes, *(action_note(a) for a in actions)])
                     writes.append((TRACKER_ID, state,
                                    {**(slot.offsets if slot else {}), source: offset}))
             await self.send(actions, event.ts)
+            if alert is not None:
+                await (await self.runtime.alert(alert))
             for pattern_id, state, offsets in writes:
                 self.store.save(pattern_id, key, partition, state, offsets,
                                 self.deadline_of(pattern_id, state))

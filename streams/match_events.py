@@ -11,6 +11,7 @@ from choreo.app import Runtime
 from choreo.dead_letter import Origin
 from choreo.envelope import InvalidEvent, parse_event
 from choreo.metrics import ACTION_LATENCY, ACTIONS_SENT, DUPLICATES, EVENTS_IN
+from choreo.monitor import RateMonitor
 from streams.keyed import KeyedEngine, register_keyed
 from tables.dedup import dedup_key, seen_events_table
 from tables.expiring import ExpiringTable
@@ -29,16 +30,17 @@ def register_matcher(runtime: Runtime) -> None:
         name="seen-rekeyed")
     engine = register_keyed(runtime)
     runtime.keyed = engine  # type: ignore[attr-defined]
+    rates = RateMonitor(choreography.monitor)
 
     async def match_events(stream: faust.StreamT) -> None:
         async for record in stream.events():
-            await process_record(runtime, seen, record, engine)
+            await process_record(runtime, seen, record, engine, rates)
 
     runtime.app.agent(runtime.events_topic, name="match_events")(match_events)
 
 
 async def process_record(runtime: Runtime, seen: ExpiringTable, record: faust.EventT,
-                         engine: KeyedEngine) -> None:
+                         engine: KeyedEngine, rates: RateMonitor | None = None) -> None:
     """Handle one record of the events topic."""
     message = record.message
     origin = Origin(message.topic, message.partition, message.offset)
@@ -59,6 +61,10 @@ async def process_record(runtime: Runtime, seen: ExpiringTable, record: faust.Ev
     # The first offset is kept so that a record re-read after a crash is not its own duplicate.
     seen.put(key, event.ts, message.partition, message.offset)
     engine.store.observe(f"e{message.partition}", event.ts)
+    if rates is not None and runtime.choreography.monitor.rate_spikes:
+        spike = rates.observe(event)
+        if spike is not None:
+            await runtime.alert(spike)
     fired = runtime.matcher.match(event)
     for action in fired:
         topic = runtime.capability_topic(action.capability)

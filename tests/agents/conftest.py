@@ -25,6 +25,7 @@ class Sent:
 def record_sends(runtime: Runtime) -> Sent:
     sent = Sent()
     topics = [runtime.events_topic, runtime.dead_letter_topic, runtime.rekeyed_topic,
+              runtime.alerts_topic,
               *runtime.capability_topics.values(),
               *(w.dead_letter_topic for w in runtime.workers.values())]
     for topic in topics:

@@ -1,0 +1,107 @@
+"""The flow monitor's slow-flow and rate-spike rules, in crafted event time."""
+
+from __future__ import annotations
+
+import pytest
+
+from choreo.config import ConfigError, parse_choreography
+from choreo.matchers.correlation import CorrelationTracker
+from choreo.matchers.testing import T0, make_event
+from choreo.monitor import MonitorSettings, RateMonitor, slow_flow_alert
+
+
+def summary_after(*events):
+    tracker = CorrelationTracker(ttl=86400)
+    state = None
+    for event in events:
+        state = tracker.on_event(state, event, event.ts).state
+    return state
+
+
+SLOW = MonitorSettings(slow_flow=600.0, terminal_events=("order_closed", "*.failed"))
+
+
+def test_a_terminal_event_after_the_threshold_raises_one_slow_flow_alert():
+    start = make_event("order_received", 0, "o1")
+    done = make_event("order_closed", 601, "o1")
+
+    alert = slow_flow_alert(SLOW, summary_after(start), done)
+
+    assert alert is not None and alert.event_type == "alert.slow_flow"
+    assert alert.payload["duration_seconds"] == 601
+    assert alert.payload["terminal_event_type"] == "order_closed"
+    assert alert.correlation_id == "o1" and alert.metadata["causation_id"] == done.event_id
+    again = slow_flow_alert(SLOW, summary_after(start, done), done)
+    assert again is not None and again.event_id == alert.event_id  # same id: de-duplicable
+    assert slow_flow_alert(SLOW, {**summary_after(start), "slow_alerted": True}, done) is None
+
+
+@pytest.mark.parametrize(("event_type", "at"), [
+    ("order_closed", 599),      # in time
+    ("order_shipped", 9999),    # not terminal
+])
+def test_no_alert_in_time_or_without_a_terminal_event(event_type, at):
+    start = make_event("order_received", 0, "o1")
+    assert slow_flow_alert(SLOW, summary_after(start), make_event(event_type, at, "o1")) is None
+
+
+def test_default_terminal_types_leave_out_the_workers_lifecycle():
+    settings = MonitorSettings(slow_flow=60.0)
+    assert settings.is_terminal("task.completed") and settings.is_terminal("job.failed")
+    assert not settings.is_terminal("action.completed")
+    assert not settings.is_terminal("action.failed")
+
+
+def feed_rate(monitor, event_type, per_minute, minutes, start_minute):
+    alerts = []
+    for m in range(minutes):
+        for i in range(per_minute):
+            at = (start_minute + m) * 60 + i * (60 / per_minute)
+            alert = monitor.observe(make_event(event_type, at - T0 % 60, None))
+            if alert:
+                alerts.append(alert)
+    return alerts
+
+
+def test_a_rate_three_times_the_baseline_raises_one_alert_per_episode():
+    monitor = RateMonitor(MonitorSettings())
+    assert feed_rate(monitor, "payment_failed", 4, 65, 0) == []          # baseline 4/min
+    alerts = feed_rate(monitor, "payment_failed", 20, 5, 65)             # 5x for 5 minutes
+    assert len(alerts) == 1
+    payload = alerts[0].payload
+    assert payload["event_type"] == "payment_failed" and payload["per_minute"] > 12
+    assert feed_rate(monitor, "payment_failed", 4, 30, 70) == []         # back to normal
+    assert len(feed_rate(monitor, "payment_failed", 20, 5, 100)) == 1     # a new episode
+
+
+def test_no_spike_below_the_minimum_rate_or_the_factor_or_without_history():
+    quiet = RateMonitor(MonitorSettings())
+    feed_rate(quiet, "x", 1, 65, 0)
+    assert feed_rate(quiet, "x", 5, 5, 65) == []    # 5x, but under 10 a minute
+    steady = RateMonitor(MonitorSettings())
+    feed_rate(steady, "y", 10, 65, 0)
+    assert feed_rate(steady, "y", 25, 5, 65) == []   # 2.5x the baseline
+    fresh = RateMonitor(MonitorSettings())
+    assert feed_rate(fresh, "z", 50, 10, 0) == []    # no 60-minute baseline yet
+
+
+def test_monitor_config_errors_name_the_field():
+    text = """
+[monitor]
+slow_flow = "soon"
+spike_factor = 0
+terminal_events = []
+colour = "red"
+spike_window = "2h"
+"""
+    with pytest.raises(ConfigError) as err:
+        parse_choreography(text)
+    fields = sorted(issue.field for issue in err.value.issues)
+    assert fields == ["monitor.baseline_window", "monitor.colour", "monitor.slow_flow",
+                      "monitor.spike_factor", "monitor.terminal_events"]
+
+
+def test_monitor_config_is_read():
+    text = '[monitor]\nslow_flow = "15m"\nterminal_events = ["order_closed"]\n'
+    monitor = parse_choreography(text).monitor
+    assert monitor.slow_flow == 900.0 and monitor.terminal_events == ("order_closed",)
