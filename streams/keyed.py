@@ -112,7 +112,8 @@ class KeyedEngine:
             # one source whose event time is one clock; a correlation id usually is the
             # record's key already and is applied where it was read.
             if group is None and home == partition:
-                result = await self.apply(group, key, event, partition, "e", offset, notes)
+                result = await self.apply(group, key, event, partition, "e", offset, notes,
+                                          origin)
                 await self.report_late(result, raw, key, origin)
             else:
                 headers = [(GROUP_HEADER, (group or "").encode()),
@@ -137,7 +138,8 @@ class KeyedEngine:
     # --- applying -----------------------------------------------------------------------
 
     async def apply(self, group: Group, key: str, event: Event, partition: int, source: str,
-                    offset: int, notes: Iterable[dict] = ()) -> Applied:
+                    offset: int, notes: Iterable[dict] = (),
+                    origin: Origin | None = None) -> Applied:
         """Apply one event to every pattern of `group` for `key`, and to its correlation."""
         async with self.lock:
             wm = self.store.watermark(f"{source}{partition}")
@@ -163,7 +165,8 @@ class KeyedEngine:
                 if slot is None or not slot.applied(source, offset):
                     before = slot.state if slot else None
                     alert = slow_flow_alert(self.runtime.choreography.monitor, before, event)
-                    state = self.tracker.on_event(before, event, wm).state
+                    position = (origin.partition, origin.offset) if origin else None
+                    state = self.tracker.on_event(before, event, wm, position).state
                     if alert is not None and state is not None:
                         state["slow_alerted"] = True
                     state = self.tracker.note_actions(
@@ -364,7 +367,7 @@ async def process_rekeyed(runtime: Runtime, engine: KeyedEngine, record: faust.E
     engine.store.observe(f"r{message.partition}", event.ts)
     notes = orjson.loads(headers[ACTIONS_HEADER]) if ACTIONS_HEADER in headers else []
     result = await engine.apply(group, key, event, message.partition, "r", message.offset,
-                                notes)
+                                notes, origin)
     await engine.report_late(result, record.value, key, origin)
 
 

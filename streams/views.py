@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from choreo.app import Runtime
 from choreo.matchers.correlation import TRACKER_ID
 from choreo.metrics import REGISTRY
+from choreo.trail import Node, build_trail, render
 from tables.pattern_state import partition_for
 
 
@@ -50,6 +51,49 @@ def correlation_summary(runtime: Runtime, correlation_id: str) -> dict[str, Any]
     body = engine.tracker.describe(slot.state if slot else None,
                                    engine.store.watermark(f"e{partition}"))
     return {**body, "correlation_id": correlation_id, "partition": partition}
+
+
+def correlation_events(runtime: Runtime, correlation_id: str) -> dict[str, Any]:
+    engine = runtime.keyed  # type: ignore[attr-defined]
+    slot = engine.store.load(TRACKER_ID, correlation_id)
+    events = engine.tracker.events(slot.state if slot else None)
+    return {"correlation_id": correlation_id, "found": bool(events), "events": events}
+
+
+def correlation_trail(runtime: Runtime, correlation_id: str, lifecycle: bool) -> dict[str, Any]:
+    """The causal tree: events, the actions they fired, and the workers' results below them."""
+    engine = runtime.keyed  # type: ignore[attr-defined]
+    slot = engine.store.load(TRACKER_ID, correlation_id)
+    state = slot.state if slot else None
+    records = [{"event_id": e["event_id"], "event_type": e["event_type"],
+                "timestamp": e["timestamp"], "source": e["source"],
+                "metadata": {"causation_id": e["causation_id"]},
+                "position": [e["partition"], e["offset"]]}
+               for e in engine.tracker.events(state)]
+    for a in (state or {}).get("actions", []):
+        records.append({"event_id": a["action_id"], "event_type": "action.requested",
+                        "timestamp": a["at"], "source": "choreo.engine",
+                        "payload": {"action": a["action"], "capability": a["capability"],
+                                    "pattern_id": a["pattern_id"],
+                                    "priority": a.get("priority", 0)},
+                        "metadata": {"causation_id": a.get("caused_by")}})
+    records.sort(key=lambda r: r["timestamp"])
+    roots = build_trail(records, lifecycle=lifecycle)
+
+    def tree(node: Node) -> dict[str, Any]:
+        data = node.data
+        out = {"label": node.label(), "event_id": data["event_id"],
+               "timestamp": data["timestamp"]}
+        if node.is_action:
+            out["pattern_id"] = data["payload"]["pattern_id"]
+        elif data.get("position"):
+            out["partition"], out["offset"] = data["position"]
+        if node.children:
+            out["children"] = [tree(child) for child in node.children]
+        return out
+
+    return {"correlation_id": correlation_id, "found": bool(records),
+            "lines": render(roots), "trail": [tree(root) for root in roots]}
 
 
 async def answer_for_key(runtime: Runtime, key: str, web, request, build):  # noqa: ANN001, ANN201
@@ -109,6 +153,18 @@ def register_views(runtime: Runtime) -> None:
     async def correlation(web, request, correlation_id):  # noqa: ANN001
         return await answer_for_key(runtime, correlation_id, web, request,
                                     lambda: correlation_summary(runtime, correlation_id))
+
+    @app.page("/correlations/{correlation_id}/events/")
+    async def correlation_event_list(web, request, correlation_id):  # noqa: ANN001
+        return await answer_for_key(runtime, correlation_id, web, request,
+                                    lambda: correlation_events(runtime, correlation_id))
+
+    @app.page("/correlations/{correlation_id}/trail/")
+    async def correlation_causal_trail(web, request, correlation_id):  # noqa: ANN001
+        lifecycle = request.query.get("lifecycle") in ("1", "true", "yes")
+        return await answer_for_key(
+            runtime, correlation_id, web, request,
+            lambda: correlation_trail(runtime, correlation_id, lifecycle))
 
     @app.page("/metrics")
     async def metrics(web, request):  # noqa: ANN001

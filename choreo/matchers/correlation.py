@@ -23,6 +23,7 @@ def action_note(action: Action) -> dict:
     """An action as a correlation summary keeps it."""
     return {"action": action.name, "action_id": action.event.event_id,
             "pattern_id": action.event.payload["pattern_id"], "capability": action.capability,
+            "priority": action.priority, "caused_by": action.event.metadata.get("causation_id"),
             "at": action.event.timestamp}
 
 
@@ -31,10 +32,13 @@ class CorrelationTracker:
 
     kind = "correlation"
 
-    def __init__(self, ttl: float) -> None:
+    def __init__(self, ttl: float, trail_limit: int = 256) -> None:
         self.ttl = ttl
+        self.trail_limit = trail_limit  # events kept per correlation for its trail view
 
-    def on_event(self, state: dict | None, event: Event, watermark: float) -> Outcome:
+    def on_event(self, state: dict | None, event: Event, watermark: float,
+                 position: tuple[int, int] | None = None) -> Outcome:
+        """Count the event; `position` is its (partition, offset) on the events topic."""
         key = event.correlation_id
         if key is None:
             return Outcome(state, [], unkeyed=True)
@@ -51,7 +55,26 @@ class CorrelationTracker:
         st["first"] = min(st["first"], event.ts)
         st["last"] = max(st["last"], event.ts)
         st["wm"] = max(watermark, st.get("wm", -math.inf), event.ts)
+        if self.trail_limit:
+            ref = [event.event_id, event.event_type, event.ts, event.source,
+                   event.metadata.get("causation_id"), *(position or (None, None))]
+            trail = [*st.get("trail", []), ref]
+            if len(trail) > self.trail_limit:
+                st["trail_dropped"] = st.get("trail_dropped", 0) + len(trail) - self.trail_limit
+                trail = trail[-self.trail_limit:]
+            st["trail"] = trail
         return Outcome(st, [])
+
+    def events(self, state: dict | None) -> list[dict[str, Any]]:
+        """The correlation's events in event-time order, each with its global position
+        (partition, offset of the events topic) and its position in the stream."""
+        if not state:
+            return []
+        refs = sorted(state.get("trail", []), key=lambda r: (r[2], r[5] or 0, r[6] or 0))
+        first = state.get("trail_dropped", 0)
+        return [{"stream_position": first + i, "event_id": r[0], "event_type": r[1],
+                 "timestamp": iso_from_ts(r[2]), "source": r[3], "causation_id": r[4],
+                 "partition": r[5], "offset": r[6]} for i, r in enumerate(refs)]
 
     def note_actions(self, state: dict | None, key: str, notes: Iterable[dict]) -> dict | None:
         """Record actions (as `action_note` gives them) the correlation triggered, each once."""
@@ -99,5 +122,7 @@ class CorrelationTracker:
             "duration_seconds": round(duration, 6),
             "average_interval_seconds": round(duration / (n - 1), 6) if n > 1 else None,
             "actions": state["actions"],
+            "events_kept": len(state.get("trail", [])),
+            "events_dropped": state.get("trail_dropped", 0),
             "forget_after": iso_from_ts(last + self.ttl) if last is not None else None,
         }

@@ -128,3 +128,31 @@ def test_views_list_the_patterns_with_counts(worker: Worker):
     assert by_id["order-received"]["counts"]["fired"] >= 1
     assert by_id["high-value-order"]["listens_to"] == [
         {"on": "order_received", "when": ["payload.order_value > 1000"]}]
+
+
+def test_the_correlation_views_show_the_flow_as_the_topics_do(worker: Worker):
+    suffix = "-" + uuid.uuid4().hex[:6]
+    description, envelope, expected = sample_orders(suffix)[3]  # the declined payment
+    order_id = envelope["metadata"]["correlation_id"]
+    feed(worker, [envelope])
+    wait_until(lambda: render(build_trail(records_for(worker, order_id))) == expected,
+               timeout=90)
+
+    trail = wait_until(lambda: (t := orjson.loads(worker.get(
+        f"/correlations/{order_id}/trail/")))["lines"] == expected and t, timeout=30)
+    assert trail["trail"][0]["label"] == "order_received"
+    listed = orjson.loads(worker.get(f"/correlations/{order_id}/events/"))["events"]
+    on_topic = [e for e in worker.events() if e["metadata"].get("correlation_id") == order_id]
+    assert sorted(e["event_id"] for e in listed) == sorted(e["event_id"] for e in on_topic)
+    assert [e["stream_position"] for e in listed] == list(range(len(listed)))
+    assert [e["timestamp"] for e in listed] == sorted(e["timestamp"] for e in listed)
+    by_id = {}
+    for record in worker.read(worker.choreography.topics.events_topic):
+        envelope = record.envelope()  # None for the malformed records of another test
+        if envelope and "event_id" in envelope:
+            by_id[envelope["event_id"]] = record
+    for event in listed:  # each event's global position is where it sits on the topic
+        record = by_id[event["event_id"]]
+        assert (event["partition"], event["offset"]) == (record.partition, record.offset)
+    with_lifecycle = orjson.loads(worker.get(f"/correlations/{order_id}/trail/?lifecycle=1"))
+    assert "action.started" in "\n".join(with_lifecycle["lines"])
