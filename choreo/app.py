@@ -107,6 +107,8 @@ def create_app(settings: Settings, choreography: Choreography | None = None) -> 
         autodiscover=False,
         producer_acks=-1,
         table_cleanup_interval=30.0,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
     )
     topics = choreography.topics
     runtime = Runtime(
