@@ -2,7 +2,12 @@
 
 Every event of a flow fires the event pattern `each` (one `record` action to `audit`), and
 each flow's `flow.a` then `flow.b` completes the sequence `pair` (one `complete` action to
-`orders`). A run of F flows is 2F events and must give exactly 2F + F distinct action ids.
+`orders`), kept under `payload.flow` through the rekeyed topic. That key is the correlation id,
+so each flow's events reach the same rekeyed partition as their events partition, in order.
+Grouping by the payload also keeps the workers' `action.*` events (wall-clock timestamps, same
+correlation) off the sequence's clock: with `allowed_lateness = "0s"` the flows' crafted
+event times would otherwise be late behind them. A run of F flows is 2F events and must
+give exactly 2F + F distinct action ids.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ id = "pair"
 kind = "sequence"
 steps = ["flow.a", "flow.b"]
 max_interval = "1h"
+group_by = "payload.flow"
 action = "complete"
 capability = "orders"
 
@@ -62,7 +68,8 @@ def flow_events(flows: int, label: str, t0: float | None = None, gap: int = 40) 
             order.append(("flow.a", i))
         if i >= gap:
             order.append(("flow.b", i - gap))
-    return [new_event(kind, {"n": n}, source="faults", correlation_id=f"{label}-{n}",
+    return [new_event(kind, {"n": n, "flow": f"{label}-{n}"}, source="faults",
+                      correlation_id=f"{label}-{n}",
                       timestamp=iso_from_ts(t0 + k * 0.001)).as_dict()
             for k, (kind, n) in enumerate(order)]
 
@@ -154,15 +161,26 @@ def tally(bootstrap: str, topic_of, events: list[dict]) -> Tally:  # noqa: ANN00
         action = orjson.loads(record.value)
         ids[action["event_id"]] += 1
         payload = action["payload"]
+        meta = action["metadata"]
         what = (payload["trigger"]["event_ids"][0] if payload["pattern_id"] == "each"
-                else action["metadata"]["correlation_id"])
+                else meta.get("pattern_key") or meta["correlation_id"])
         logical.setdefault((payload["pattern_id"], what), set()).add(action["event_id"])
     want = {("each", e["event_id"]) for e in events}
-    want |= {("pair", e["metadata"]["correlation_id"]) for e in events
-             if e["event_type"] == "flow.b"}
+    types: dict[str, set[str]] = {}
+    for e in events:
+        types.setdefault(e["metadata"]["correlation_id"], set()).add(e["event_type"])
+    want |= {("pair", corr) for corr, seen in types.items() if seen == {"flow.a", "flow.b"}}
     missing = sorted(f"{p}:{w}" for p, w in want - logical.keys())
     split = sorted(f"{p}:{w}" for (p, w), found in logical.items() if len(found) > 1)
     return Tally(len(want), len(ids), sum(ids.values()), missing, split)
+
+
+def on_topic(bootstrap: str, topic: str, label: str) -> list[dict]:
+    """The flow events of this run that are on the events topic, in offset order."""
+    records = asyncio.run(collect(bootstrap, [topic], idle=1.5, timeout=120))
+    found = [orjson.loads(r.value) for r in sorted(records, key=lambda r: r.offset)]
+    return [e for e in found if e.get("source") == "faults"
+            and str(e["metadata"].get("correlation_id", "")).startswith(label + "-")]
 
 
 def handled(log: Path) -> tuple[Counter[str], Counter[str]]:
