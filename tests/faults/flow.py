@@ -101,6 +101,9 @@ class PacedProducer:
         return self.thread.is_alive()
 
     async def _run(self) -> None:
+        import logging
+
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # refused while a broker is down
         try:
             prod = producer(self.bootstrap, request_timeout_ms=10_000)
             await prod.start()

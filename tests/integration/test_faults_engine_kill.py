@@ -86,6 +86,8 @@ def run_engine_kills(make_worker, tmp_path, flows: int, kills: int, rate: float,
     return figures
 
 
+@pytest.mark.soak  # about 70 s on 2 cores (each restart waits out the 10 s session timeout)
+@pytest.mark.timeout(600)
 def test_engine_killed_twice_loses_no_action(make_worker, tmp_path):  # noqa: ANN001
     figures = run_engine_kills(make_worker, tmp_path, flows=600, kills=2, rate=400, seed=1)
     assert figures["handled_twice"] == 0

@@ -65,16 +65,16 @@ def test_deleted_rocksdb_folder_is_rebuilt_from_changelogs(make_worker, tmp_path
     worker = make_worker(CONFIG, prefix=label, env={
         "CHOREO_HANDLERS": HANDLERS, "CHOREO_FAULTS_LOG": str(log), **FAST_FAILOVER})
     t0 = time.time() - 600
-    events = flow_events(200, label, t0)
+    events = flow_events(100, label, t0)
     # Flows left open keep sequence state in the pattern-state table.
     events += [new_event("flow.a", {"flow": f"{label}-open-{n}"}, source="faults",
                          correlation_id=f"{label}-open-{n}",
                          timestamp=iso_from_ts(t0 + 100 + n * 0.001)).as_dict()
                for n in range(100)]
     feed(worker, events)
-    wait_until(lambda: len(handled(log)[1]) >= 200 * 3 + 100, timeout=90)
+    wait_until(lambda: len(handled(log)[1]) >= 100 * 3 + 100, timeout=90)
     before = stable_digest(worker)
-    assert before["tables"]["pattern-state"]["entries"] >= 300
+    assert before["tables"]["pattern-state"]["entries"] >= 200
     kill9(worker)
     stores = sorted(p.name for p in worker.data_dir.rglob("*") if p.is_dir())
     shutil.rmtree(worker.data_dir)
