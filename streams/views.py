@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import aiohttp
 import orjson
 from faust.exceptions import SameNode
 from faust.web.exceptions import ServiceUnavailable
@@ -63,6 +64,10 @@ async def answer_for_key(runtime: Runtime, key: str, web, request, build):  # no
         pass
     except ServiceUnavailable:
         return web.json({"error": "no worker owns this key's partition yet"}, status=503)
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        # The owner died and the group has not given its partitions away yet.
+        return web.json({"error": "the worker owning this key's partition does not answer"},
+                        status=503)
     engine = runtime.keyed  # type: ignore[attr-defined]
     if partition_for(key, runtime.settings.partitions) not in engine.active_partitions():
         return web.json({"error": "this key's partition is moving between workers"},
