@@ -47,6 +47,9 @@ from tables.expiring import ExpiringTable
 
 log = logging.getLogger(__name__)
 _NAMESPACE = uuid.UUID("0b7f2c1a-3d4e-5f60-8172-93a4b5c6d7e8")
+# This process's life: an action it handled itself is never handled again, even when a
+# rebalance (a broker restart, a lost heartbeat) makes it read the record at the same offset.
+INCARNATION = uuid.uuid4().hex
 BREAKER_CHANGED = "circuit_breaker.state.changed"
 
 
@@ -271,9 +274,12 @@ async def handle_record(worker: CapabilityWorker, record: faust.EventT) -> None:
     redriven_from = _header(message.headers, REDRIVE_HEADER)
     seen = handled.get(action.event_id)
     if seen is not None:
-        first_offset, outcome = seen if isinstance(seen, list) else (seen, "completed")
+        first_offset, outcome, *by = seen if isinstance(seen, list) else (seen, "completed")
         again = redriven_from is not None and outcome == "dead_lettered"
-        if first_offset != message.offset and not again:
+        # The same offset read again is handled again only by another process: this one's
+        # producer has the outcome events already, a crashed one may have lost them.
+        ours = by == [INCARNATION]
+        if (first_offset != message.offset or ours) and not again:
             DUPLICATES.labels("worker").inc()
             return
     generation = f"redrive/{redriven_from}/" if redriven_from else ""
@@ -301,4 +307,5 @@ async def handle_record(worker: CapabilityWorker, record: faust.EventT) -> None:
                                 generation=generation, extra=extra):
         await runtime.events_topic.send(key=key, value=event.to_bytes())
     handled.put(action.event_id, action.ts, message.partition,
-                [message.offset, "dead_lettered" if outcome.error else "completed"])
+                [message.offset, "dead_lettered" if outcome.error else "completed",
+                 INCARNATION])

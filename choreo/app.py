@@ -121,6 +121,8 @@ def create_app(settings: Settings, choreography: Choreography | None = None) -> 
         # produce request of its own and the socket writes dominate the profile.
         producer_linger=0.005,
         table_cleanup_interval=30.0,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
     )
     topics = choreography.topics
     runtime = Runtime(

@@ -20,6 +20,19 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a worker reads from its environment; every field has a default."""
@@ -34,6 +47,9 @@ class Settings:
     partitions: int = 4
     log_level: str = "info"
     handlers: str = "agents.ecommerce:HANDLERS"
+    # Seconds without a heartbeat before the group gives a dead worker's partitions away;
+    # also how long a worker restarted after kill -9 waits to get them back.
+    session_timeout: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -51,6 +67,7 @@ class Settings:
             partitions=_int(env, "CHOREO_PARTITIONS", default.partitions),
             log_level=env.get("CHOREO_LOG_LEVEL") or default.log_level,
             handlers=env.get("CHOREO_HANDLERS") or default.handlers,
+            session_timeout=_float(env, "CHOREO_SESSION_TIMEOUT", default.session_timeout),
         )
 
     @property

@@ -193,3 +193,34 @@ async def test_a_redriven_action_runs_again_but_a_plain_duplicate_does_not(runti
                      "action.started", "payment_successful", "action.completed"]
     ids = [e["event_id"] for e in events(sent)]
     assert len(set(ids)) == len(ids), "the re-run's events are not taken for the first run's"
+
+
+async def test_the_same_offset_read_again_in_the_same_process_is_not_handled_again(runtime,
+                                                                                   sent):
+    """A rebalance (a broker restart) re-reads from the committed offset, not a crash."""
+    handler = flaky(0)
+    setup(runtime, handler)
+    raw, _ = action_bytes("ord-r1")
+    async with runtime.app.agents[f"handle_{CAPABILITY}_actions"].test_context() as agent:
+        await agent.put(value=raw, key=b"ord-r1")
+        await outcomes(sent, 1)
+        agent.sent_offset -= 1  # the same record, at the same offset, again
+        await agent.put(value=raw, key=b"ord-r1")
+    assert len(handler.calls) == 1
+
+
+async def test_the_same_offset_read_by_a_new_process_is_handled_again(runtime, sent,
+                                                                      monkeypatch):
+    """After a crash the outcome events may never have left: at-least-once, by design."""
+    import agents.worker
+
+    handler = flaky(0)
+    setup(runtime, handler)
+    raw, _ = action_bytes("ord-r2")
+    async with runtime.app.agents[f"handle_{CAPABILITY}_actions"].test_context() as agent:
+        await agent.put(value=raw, key=b"ord-r2")
+        await outcomes(sent, 1)
+        monkeypatch.setattr(agents.worker, "INCARNATION", "a-new-process")
+        agent.sent_offset -= 1
+        await agent.put(value=raw, key=b"ord-r2")
+    assert len(handler.calls) == 2

@@ -95,6 +95,7 @@ def test_settings_defaults():
     ("CHOREO_DATA_DIR", "/var/lib/choreo", "data_dir", Path("/var/lib/choreo")),
     ("CHOREO_PARTITIONS", "12", "partitions", 12),
     ("CHOREO_LOG_LEVEL", "debug", "log_level", "debug"),
+    ("CHOREO_SESSION_TIMEOUT", "10", "session_timeout", 10.0),
 ])
 def test_each_variable_sets_its_field(variable: str, value: str, field: str, expected: object):
     settings = Settings.from_env({variable: value})
@@ -108,6 +109,7 @@ def test_each_variable_sets_its_field(variable: str, value: str, field: str, exp
 @pytest.mark.parametrize("variable", [
     "CHOREO_BROKER", "CHOREO_CONFIG", "CHOREO_APP_ID", "CHOREO_STORE", "CHOREO_WEB_PORT",
     "CHOREO_WEB_HOST", "CHOREO_DATA_DIR", "CHOREO_PARTITIONS", "CHOREO_LOG_LEVEL",
+    "CHOREO_SESSION_TIMEOUT",
 ])
 def test_an_empty_variable_keeps_the_default(variable: str):
     assert Settings.from_env({variable: ""}) == Settings()
@@ -118,6 +120,12 @@ def test_an_empty_variable_keeps_the_default(variable: str):
 def test_a_bad_integer_names_the_variable(variable: str, value: str):
     with pytest.raises(ValueError, match=f"{variable} must be an integer, got {value!r}"):
         Settings.from_env({variable: value})
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5"])
+def test_a_bad_session_timeout_names_the_variable(value: str):
+    with pytest.raises(ValueError, match="CHOREO_SESSION_TIMEOUT must be"):
+        Settings.from_env({"CHOREO_SESSION_TIMEOUT": value})
 
 
 def test_settings_are_read_from_the_process_environment_when_called(monkeypatch):
