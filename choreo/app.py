@@ -82,10 +82,55 @@ def raw_topic(app: faust.App, name: str) -> faust.TopicT:
                      value_serializer="raw")
 
 
+class SendFailed(RuntimeError):
+    """A record the engine sent was not acknowledged after the producer's own retries."""
+
+
+def guard_sends(producer: Any) -> Any:
+    """Make a failed send stop the next offset commit instead of passing unnoticed.
+
+    Faust flushes its producer before committing offsets, but a flush also returns when a
+    batch *failed*, and a send nobody awaits fails silently: the records that caused it
+    would be committed and their outputs lost. Every send's future is watched here, and a
+    flush after a failure raises, so the commit does not happen and the worker stops; once
+    restarted (by its supervisor) it reads those records again. The producer is also made
+    idempotent, so its own retries neither reorder nor duplicate a partition's records.
+    """
+    failures: list[BaseException] = []
+    send, flush = producer.send, producer.flush
+
+    def watch(fut: Any) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            failures.append(fut.exception())
+
+    async def guarded_send(*args: Any, **kwargs: Any) -> Any:
+        fut = await send(*args, **kwargs)
+        if hasattr(fut, "add_done_callback"):
+            fut.add_done_callback(watch)
+        return fut
+
+    async def guarded_flush() -> None:
+        await flush()
+        if failures:
+            first = failures[0]
+            log.error("%d send(s) failed after the producer's retries (first: %r); stopping "
+                      "without committing, so the records are read again after a restart",
+                      len(failures), first)
+            raise SendFailed(f"{len(failures)} send(s) failed: {first!r}")
+
+    producer.send, producer.flush = guarded_send, guarded_flush
+    extra = producer._settings_extra
+    producer._settings_extra = lambda: {**extra(), "enable_idempotence": True, "acks": "all"}
+    return producer
+
+
 class ChoreoApp(faust.App):
     """A Faust app that creates its topics before its consumer subscribes to them."""
 
     runtime: Runtime | None = None
+
+    def _new_producer(self) -> Any:
+        return guard_sends(super()._new_producer())
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
