@@ -103,6 +103,8 @@ def _policy(raw: object, where: str, base: WorkerPolicy, fail: Fail) -> WorkerPo
                 values[key] = value
         else:
             allowed = list(WorkerPolicy.__dataclass_fields__)
+            if where.startswith("capabilities."):
+                allowed += OTHER_FIELDS
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = (f"did you mean {close[0]!r}?" if close
                     else f"expected one of {', '.join(allowed)}")
