@@ -70,8 +70,33 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     for pattern in choreography.patterns:
         kinds[pattern.kind] = kinds.get(pattern.kind, 0) + 1
     summary = ", ".join(f"{n} {k}" for k, n in kinds.items())
+    schemas = choreography.schemas
     print(f"{path}: ok, {len(choreography.patterns)} pattern(s) ({summary}); "
-          f"capabilities: {', '.join(choreography.capabilities)}")
+          f"capabilities: {', '.join(choreography.capabilities)}"
+          + (f"; {len(schemas)} schema(s)" if schemas else ""))
+    if not args.static:
+        return 0
+    from choreo.static_check import check_static
+
+    findings = check_static(choreography)
+    for finding in findings:
+        print(f"  {finding}")
+    errors = sum(f.level == "error" for f in findings)
+    print(f"{path}: static check: {errors} error(s), {len(findings) - errors} warning(s)")
+    return 1 if errors else 0
+
+
+def cmd_graph(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the choreography as a Mermaid flowchart."""
+    from choreo.graph import mermaid
+
+    path = Path(args.config) if args.config else settings.config_path
+    try:
+        choreography = load_choreography(path)
+    except ConfigError as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(mermaid(choreography))
     return 0
 
 
@@ -176,7 +201,13 @@ def main(argv: list[str] | None = None) -> int:
 
     check = sub.add_parser("check", help="validate a choreography file")
     check.add_argument("config", nargs="?")
+    check.add_argument("--static", action="store_true",
+                       help="also check producers, reachability and loops (exit 1 on errors)")
     check.set_defaults(func=cmd_check)
+
+    graph = sub.add_parser("graph", help="print the choreography as a Mermaid flowchart")
+    graph.add_argument("config", nargs="?")
+    graph.set_defaults(func=cmd_graph)
 
     trail = sub.add_parser("trail", help="the events and actions of one correlation id")
     trail.add_argument("correlation_id")

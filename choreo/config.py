@@ -28,6 +28,8 @@ from choreo.patterns import (
     TemporalPattern,
     ThresholdPattern,
 )
+from choreo.producers import Production, parse_production
+from choreo.schemas import SchemaRegistry, parse_schemas
 from choreo.worker_policy import WorkerPolicies, parse_worker_policies
 
 NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -111,6 +113,9 @@ class Choreography:
     source: str = ""
     workers: WorkerPolicies = field(default_factory=WorkerPolicies)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    # None when the file has no [schemas] table: ingest then validates nothing more.
+    schemas: SchemaRegistry | None = None
+    production: Production = field(default_factory=Production)
 
     @property
     def capabilities(self) -> tuple[str, ...]:
@@ -122,6 +127,18 @@ class Choreography:
             if getattr(pattern, "timeout_action", None):
                 seen[timeout_cap or pattern.capability] = None
         return tuple(seen)
+
+    @property
+    def sends(self) -> dict[str, tuple[str, ...]]:
+        """The actions patterns send to each capability, timeout actions included."""
+        out: dict[str, dict[str, None]] = {}
+        for pattern in self.patterns:
+            out.setdefault(pattern.capability, {})[pattern.action] = None
+            timeout_action = getattr(pattern, "timeout_action", None)
+            if timeout_action:
+                capability = getattr(pattern, "timeout_capability", None) or pattern.capability
+                out.setdefault(capability, {})[timeout_action] = None
+        return {capability: tuple(actions) for capability, actions in out.items()}
 
     def pattern(self, pattern_id: str) -> Pattern | None:
         return next((p for p in self.patterns if p.id == pattern_id), None)
@@ -175,7 +192,7 @@ class _Loader:
 
     def load(self, data: dict[str, Any], source: str) -> Choreography:
         known = {"topics", "defaults", "patterns", "sequences", "workers", "capabilities",
-                 "monitor"}
+                 "monitor", "schemas", "events"}
         for key in data:
             if key not in known:
                 self.fail("-", key, _unknown(key, known, "top-level table"))
@@ -213,7 +230,12 @@ class _Loader:
         workers = parse_worker_policies(data.get("workers", {}), data.get("capabilities", {}),
                                         choreography.capabilities, self.fail)
         monitor = parse_monitor(data.get("monitor"), self.fail)
-        return Choreography(topics, defaults, tuple(patterns), source, workers, monitor)
+        base_dir = Path(source).parent if source else Path.cwd()
+        schemas = parse_schemas(data.get("schemas"), base_dir, self.fail)
+        production = parse_production(data.get("capabilities", {}), data.get("events"),
+                                      choreography.sends, self.fail)
+        return Choreography(topics, defaults, tuple(patterns), source, workers, monitor,
+                            schemas, production)
 
     def topics(self, raw: object) -> Topics:
         if not isinstance(raw, dict):

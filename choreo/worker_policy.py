@@ -27,6 +27,8 @@ from choreo.durations import parse_duration
 MAX_RETRIES_LIMIT = 100
 DURATION_FIELDS = ("timeout", "backoff_base", "backoff_max", "breaker_cooldown")
 INT_FIELDS = ("max_retries", "breaker_threshold")
+# Fields of [capabilities.<name>] that other modules read (producers.py), not a policy.
+OTHER_FIELDS = ("produces",)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ def _policy(raw: object, where: str, base: WorkerPolicy, fail: Fail) -> WorkerPo
     values: dict[str, Any] = {}
     for key, value in raw.items():
         name = f"{where}.{key}"
+        if key in OTHER_FIELDS and where.startswith("capabilities."):
+            continue
         if key in DURATION_FIELDS:
             try:
                 seconds = parse_duration(value)
@@ -99,6 +103,8 @@ def _policy(raw: object, where: str, base: WorkerPolicy, fail: Fail) -> WorkerPo
                 values[key] = value
         else:
             allowed = list(WorkerPolicy.__dataclass_fields__)
+            if where.startswith("capabilities."):
+                allowed += OTHER_FIELDS
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = (f"did you mean {close[0]!r}?" if close
                     else f"expected one of {', '.join(allowed)}")

@@ -44,8 +44,11 @@ async def process_record(runtime: Runtime, seen: ExpiringTable, record: faust.Ev
     """Handle one record of the events topic."""
     message = record.message
     origin = Origin(message.topic, message.partition, message.offset)
+    schemas = runtime.choreography.schemas
     try:
         event = parse_event(record.value, runtime.choreography.defaults.max_event_bytes)
+        if schemas is not None:
+            schemas.check(event)  # raises InvalidEvent("schema_violation", "<path>: <error>")
     except InvalidEvent as exc:
         await runtime.dead_letter(record.value, message.key, exc.reason, exc.detail, origin,
                                   stage="ingest")
