@@ -196,7 +196,8 @@ def wire(runtime: Runtime, workers: str = "*") -> Runtime:
     from streams.match_events import register_matcher
     from streams.views import register_views
 
-    register_matcher(runtime)
+    if runtime.settings.engine:
+        register_matcher(runtime)
     register_workers(runtime, load_handlers(runtime.settings.handlers), select=workers)
     register_views(runtime)
     register_worker_views(runtime)

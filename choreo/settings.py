@@ -33,6 +33,17 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("on", "1", "true", "yes"):
+        return True
+    if raw in ("off", "0", "false", "no"):
+        return False
+    raise ValueError(f"{name} must be on or off, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a worker reads from its environment; every field has a default."""
@@ -50,6 +61,9 @@ class Settings:
     # Seconds without a heartbeat before the group gives a dead worker's partitions away;
     # also how long a worker restarted after kill -9 waits to get them back.
     session_timeout: float = 60.0
+    # Whether this process runs the engine (match_events, keyed patterns, their views);
+    # CHOREO_ENGINE=off makes a process of capability workers only.
+    engine: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -68,6 +82,7 @@ class Settings:
             log_level=env.get("CHOREO_LOG_LEVEL") or default.log_level,
             handlers=env.get("CHOREO_HANDLERS") or default.handlers,
             session_timeout=_float(env, "CHOREO_SESSION_TIMEOUT", default.session_timeout),
+            engine=_switch(env, "CHOREO_ENGINE", default.engine),
         )
 
     @property

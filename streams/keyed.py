@@ -142,7 +142,10 @@ class KeyedEngine:
                     origin: Origin | None = None) -> Applied:
         """Apply one event to every pattern of `group` for `key`, and to its correlation."""
         async with self.lock:
-            wm = self.store.watermark(f"{source}{partition}")
+            clock = f"{source}{partition}"
+            # A record read again after a restart is judged as when first read: on time.
+            wm = (-math.inf if self.store.is_replay(clock, offset)
+                  else self.store.watermark(clock))
             writes: list[tuple[str, dict | None, dict[str, int]]] = []
             actions: list[Action] = []
             late: list[str] = []
@@ -364,7 +367,7 @@ async def process_rekeyed(runtime: Runtime, engine: KeyedEngine, record: faust.E
     if first is not None and first != message.offset:
         return  # re-sent twice by a replayed read of the events topic
     seen.put(dkey, event.ts, message.partition, message.offset)
-    engine.store.observe(f"r{message.partition}", event.ts)
+    engine.store.observe(f"r{message.partition}", event.ts, message.offset)
     notes = orjson.loads(headers[ACTIONS_HEADER]) if ACTIONS_HEADER in headers else []
     result = await engine.apply(group, key, event, message.partition, "r", message.offset,
                                 notes, origin)

@@ -63,7 +63,7 @@ async def process_record(runtime: Runtime, seen: ExpiringTable, record: faust.Ev
         return
     # The first offset is kept so that a record re-read after a crash is not its own duplicate.
     seen.put(key, event.ts, message.partition, message.offset)
-    engine.store.observe(f"e{message.partition}", event.ts)
+    engine.store.observe(f"e{message.partition}", event.ts, message.offset)
     if rates is not None and runtime.choreography.monitor.rate_spikes:
         spike = rates.observe(event)
         if spike is not None:

@@ -20,7 +20,8 @@ from tables.pattern_state import partition_for
 
 def pattern_summaries(runtime: Runtime) -> list[dict[str, Any]]:
     stats = runtime.stats
-    live = runtime.keyed.store.live  # type: ignore[attr-defined]
+    engine = getattr(runtime, "keyed", None)
+    live = engine.store.live if engine is not None else {}
     return [
         {
             **pattern.describe(),
@@ -101,6 +102,9 @@ def correlation_trail(runtime: Runtime, correlation_id: str, lifecycle: bool) ->
 
 async def answer_for_key(runtime: Runtime, key: str, web, request, build):  # noqa: ANN001, ANN201
     """Answer here if this worker owns the key's partition, else ask the worker that does."""
+    if getattr(runtime, "keyed", None) is None:
+        return web.json({"error": "this process runs no engine (CHOREO_ENGINE=off)"},
+                        status=404)
     try:
         return await runtime.app.router.route_topic_req(runtime.events_topic, key.encode(),
                                                         web, request)
@@ -171,8 +175,8 @@ def register_views(runtime: Runtime) -> None:
 
     @app.page("/patterns/{pattern_id}/state/{key}/")
     async def pattern_state(web, request, pattern_id, key):  # noqa: ANN001
-        engine = runtime.keyed  # type: ignore[attr-defined]
-        if pattern_id not in engine.matchers:
+        engine = getattr(runtime, "keyed", None)
+        if engine is not None and pattern_id not in engine.matchers:
             kind = next((p.kind for p in runtime.choreography.patterns if p.id == pattern_id),
                         None)
             reason = (f"pattern {pattern_id!r} is of kind event and keeps no state" if kind

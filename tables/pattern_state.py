@@ -92,7 +92,11 @@ class PatternStateTable:
     idle_timeout: float
     heaps: dict[int, list[tuple[float, str, str]]] = field(default_factory=dict)
     watermarks: dict[str, Watermark] = field(default_factory=dict)
-    _saved_wm: dict[str, float | None] = field(default_factory=dict)
+    _saved_wm: dict[str, list | None] = field(default_factory=dict)
+    high_offsets: dict[str, int] = field(default_factory=dict)  # per clock, highest read
+    # Per clock, the highest offset read before the last restart or rebalance: a record at
+    # or below it is read again, and was on time when first read (see `is_replay`).
+    replay_until: dict[str, int] = field(default_factory=dict)
     stale: bool = True  # the heaps need rebuilding from the table (after a rebalance)
     live: Counter = field(default_factory=Counter)  # entries per pattern id held here
 
@@ -165,14 +169,22 @@ class PatternStateTable:
     # a rekeyed partition mixes events re-sent from every events partition, so its event
     # time runs on its own.
 
-    def observe(self, clock: str, ts: float) -> float:
-        """Note an event time on a clock; return the clock's watermark."""
+    def observe(self, clock: str, ts: float, offset: int = -1) -> float:
+        """Note an event time (read at `offset`) on a clock; return the clock's watermark."""
         wm = self.watermarks.get(clock)
         if wm is None:
             wm = self.watermarks[clock] = Watermark()
         wall = time.time()
         wm.observe(ts, wall)
+        if offset > self.high_offsets.get(clock, -1):
+            self.high_offsets[clock] = offset
         return wm.current(wall, self.idle_timeout)
+
+    def is_replay(self, clock: str, offset: int) -> bool:
+        """Was this record read before a restart? The watermark restored from the table may
+        have come from records after it whose state never reached the changelog, so judged
+        against it the record would look late; it was not when first read."""
+        return offset <= self.replay_until.get(clock, -1)
 
     def watermark(self, clock: str) -> float:
         wm = self.watermarks.get(clock)
@@ -182,9 +194,12 @@ class PatternStateTable:
         """Write the clock's watermark if it moved (call with its partition's context)."""
         wm = self.watermarks.get(clock)
         value = wm.snapshot() if wm else None
-        if value is not None and value != self._saved_wm.get(clock):
-            self.table[(WM_PREFIX + clock).encode()] = orjson.dumps(value)
-            self._saved_wm[clock] = value
+        if value is None:
+            return
+        entry = [value, self.high_offsets.get(clock, -1)]
+        if entry != self._saved_wm.get(clock):
+            self.table[(WM_PREFIX + clock).encode()] = orjson.dumps(entry)
+            self._saved_wm[clock] = entry
 
     # --- rebalancing --------------------------------------------------------------------
 
@@ -195,12 +210,15 @@ class PatternStateTable:
         clocks = {f"{source}{p}" for p in active for source in ("e", "r")}
         for clock in clocks:
             raw = self.table.get((WM_PREFIX + clock).encode())
-            saved = orjson.loads(raw) if raw is not None else None
+            entry = orjson.loads(raw) if raw is not None else None
+            saved, high = entry if isinstance(entry, list) else (entry, -1)
+            if high > self.high_offsets.get(clock, -1):
+                self.replay_until[clock] = max(high, self.replay_until.get(clock, -1))
             current = self.watermarks.get(clock)
             if current is None or (saved is not None and (current.snapshot() or -math.inf)
                                    < saved):
                 self.watermarks[clock] = Watermark.restore(saved, wall)
-            self._saved_wm[clock] = saved
+            self._saved_wm[clock] = entry
         for clock in list(self.watermarks):
             if clock not in clocks:
                 del self.watermarks[clock]
