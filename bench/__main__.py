@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import platform
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated scenario names (B is always run)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--keep", action="store_true", help="keep the work dir and broker data")
+    parser.add_argument("--keys", type=int, help="distinct keys for the keys scenario")
+    parser.add_argument("--dedup-horizon", default="2m",
+                        help="dedup_horizon of the generated files (default 2m)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -37,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "KAFKA_DIR": str(kafka_dir), "KAFKA_PORT": str(args.port)}
     started_broker = False
     began = time.monotonic()
+    failed = False
     work = Path(tempfile.mkdtemp(prefix="choreo-bench-"))
     try:
         if args.broker:
@@ -47,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
                            check=True)
             started_broker = True
             bootstrap, kafka_data = f"127.0.0.1:{args.port}", kafka_dir / "data"
-        bench = Bench(bootstrap, kafka_data, work, args.out, Sizes.for_mode(args.short))
+        sizes = Sizes.for_mode(args.short)
+        if args.keys:
+            sizes = dataclasses.replace(sizes, keys=args.keys)
+        bench = Bench(bootstrap, kafka_data, work, args.out, sizes,
+                      dedup_horizon=args.dedup_horizon)
         scenarios = bench.scenarios()
         if args.only:
             wanted = {"B", *args.only.split(",")}
@@ -57,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 results.append(asyncio.run(bench.run(scenario)))
             except Exception as exc:  # noqa: BLE001 - report it and go on with the rest
+                failed = True
                 say(f"   {scenario.name} FAILED: {type(exc).__name__}: {exc}")
                 results.append({"name": scenario.name, "kind": scenario.kind,
                                 "patterns": scenario.patterns, "error": str(exc)})
@@ -94,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         if started_broker:
             stop = ["stop"] if args.keep else ["stop", "--purge"]
             subprocess.run([str(REPO / "scripts" / "kafka-local"), *stop], env=env, check=False)
-        if args.keep:
-            say(f"work dir kept: {work}")
+        if args.keep or failed:
+            say(f"work dir (configs, worker logs) kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -90,7 +90,7 @@ def targets_text(checks: list[dict[str, Any]]) -> str:
 
 
 def memory_text(results: list[dict[str, Any]]) -> str:
-    keys = next((r for r in results if r["name"] == "keys"), None)
+    keys = next((r for r in results if r["name"] == "keys" and "error" not in r), None)
     if not keys:
         return ""
     return (f"  keys ({keys['correlation_keys']:,} distinct): idle RSS "
@@ -137,6 +137,11 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> str | None:
                label="engine p99")
     right.plot(xs, [(r.get("latency") or {}).get("p50_ms") for r in series], "s--",
                label="engine p50")
+    for name, color in (("B", "k"), ("faust", "b"), ("ecommerce", "g")):
+        value = (by.get(name, {}).get("latency") or {}).get("p99_ms")
+        if value:
+            right.axhline(value, color=color, linestyle="--", linewidth=0.8,
+                          label=f"{name} p99")
     right.axhline(50, color="r", linestyle=":", label="target p99 50 ms")
     right.set_xscale("log")
     right.set_xlabel("patterns")

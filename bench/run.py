@@ -85,6 +85,7 @@ class Bench:
     sizes: Sizes
     run_id: str = field(default_factory=lambda: f"b{int(time.time())}")
     next_port: int = 7100
+    dedup_horizon: str = "2m"
 
     def port(self) -> int:
         while self.next_port < 7200:
@@ -110,13 +111,15 @@ class Bench:
         ]
         for n in (10, 100, 1000):
             name = f"patterns-{n}"
-            generated = generate_choreography(n, f"{self.run_id}-{name}.")
+            generated = generate_choreography(n, f"{self.run_id}-{name}.",
+                                              dedup_horizon=self.dedup_horizon)
             found.append(Scenario(
                 name, "engine", s.engine_events, patterns=n, choreography=generated,
                 maker=generated_events(self.run_id, generated.event_types, 10_000),
                 profile=n == 100,
                 recovery=s.recovery_for is None or name in s.recovery_for))
-        generated = generate_choreography(100, f"{self.run_id}-keys.")
+        generated = generate_choreography(100, f"{self.run_id}-keys.",
+                                          dedup_horizon=self.dedup_horizon)
         found.append(Scenario(
             "keys", "engine", s.keys, patterns=100, keys=None, choreography=generated,
             maker=generated_events(self.run_id, generated.event_types, None), quiet_phase=True,
