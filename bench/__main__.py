@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         print(report.memory_text(results))
         print(f"\nwrote {args.out / 'latest.json'}"
               + (f", {args.out / 'latest.png'}" if problem is None else f" (no plot: {problem})")
-              + (f", {args.out / 'profile.txt'}" if (args.out / "profile.txt").exists() else ""))
+              + (f", {args.out / 'profile.txt'}" if any("profile" in r for r in results)
+                 else ""))
         print(f"took {time.monotonic() - began:.0f}s")
         return 1 if any("error" in r for r in results) else 0
     finally:

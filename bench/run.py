@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import socket
 import sys
@@ -54,9 +55,10 @@ class Sizes:
     @classmethod
     def for_mode(cls, short: bool) -> Sizes:
         if short:
-            return cls(passthrough_events=8_000, engine_events=3_000, keys=5_000,
-                       latency_seconds=3.0, quiet_seconds=3.0, profile_seconds=5.0,
-                       recovery_for=("patterns-100",))
+            # No recovery restarts and no profile: those are for the full mode.
+            return cls(passthrough_events=6_000, engine_events=2_500, keys=4_000,
+                       latency_seconds=2.0, quiet_seconds=2.0, profile_seconds=5.0,
+                       recovery_for=())
         return cls(passthrough_events=100_000, engine_events=30_000, keys=1_000_000,
                    latency_seconds=15.0, quiet_seconds=30.0, profile_seconds=20.0,
                    recovery_for=None)
@@ -207,7 +209,8 @@ class Bench:
             argv = [sys.executable, "-m", "bench.aiokafka_passthrough", self.bootstrap, app_id,
                     in_topic, out_topics[0], str(port)]
             return Proc(sc.name, argv, {"PYTHONPATH": str(REPO)}, REPO, logs, port)
-        faust_argv = [sys.executable, "-m", "faust", "-A", "{module}", "worker", "-l", "warn"]
+        level = os.environ.get("BENCH_WORKER_LOGLEVEL", "warn")
+        faust_argv = [sys.executable, "-m", "faust", "-A", "{module}", "worker", "-l", level]
         if sc.kind == "faust":
             env = {"BENCH_BROKER": f"kafka://{self.bootstrap}", "BENCH_APP_ID": app_id,
                    "BENCH_IN": in_topic, "BENCH_OUT": out_topics[0],
@@ -253,10 +256,13 @@ class Bench:
             done = await self.processed(offsets, proc, group, in_topic, out_topics)
             proc.sample()
             if done >= target:
-                await asyncio.sleep(0.3)  # the last event's actions are sent after it counts
+                # The engine counts an event before it sends its actions (and before a table
+                # sweep that may hold it up), so also wait for the outputs to settle.
+                await self.settle(offsets, out_topics, began + timeout)
                 return time.monotonic() - began
             if not proc.alive():
-                raise RuntimeError(f"{proc.name} exited while draining; see {proc.log_path}")
+                raise RuntimeError(f"{proc.name} exited with {proc.process.returncode} while "
+                                   f"draining ({done:,}/{target:,}); see {proc.log_path}")
             now = time.monotonic()
             if now - began > timeout:
                 raise TimeoutError(f"{proc.name}: only {done}/{target} handled after "
@@ -265,6 +271,18 @@ class Bench:
                 last_report = now
                 say(f"   handled {done:,}/{target:,}, RSS {_mb(proc.rss_kb() or 0):.0f} MB")
             await asyncio.sleep(0.3)
+
+    async def settle(self, offsets: kafka.Offsets, out_topics: list[str], deadline: float,
+                     quiet: float = 1.5) -> None:
+        """Wait until the output topics have not grown for `quiet` seconds."""
+        if not out_topics:
+            return
+        last, since = await offsets.total(out_topics), time.monotonic()
+        while time.monotonic() - since < quiet and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            now = await offsets.total(out_topics)
+            if now != last:
+                last, since = now, time.monotonic()
 
     async def latency(self, offsets: kafka.Offsets, sc: Scenario, proc: Proc, group: str,
                       in_topic: str, out_topics: list[str], throughput: float,
