@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test soak unit integration lint check kafka-start kafka-stop kafka-status clean
+.PHONY: demo test soak unit integration lint check bench bench-short kafka-start kafka-stop kafka-status clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,20 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(VENV)/bin/pytest -q -m integration tests/integration
+
+# The benchmark (bench/README.md): starts its own broker on port 29092 (BENCH_KAFKA_PORT),
+# stops it after; results in bench/results/. Not part of `make test`.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e '.[test,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) -m bench
+
+bench-short: $(BENCH_STAMP)
+	$(PY) -m bench --short
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -93,8 +93,7 @@ def guard_sends(producer: Any) -> Any:
     batch *failed*, and a send nobody awaits fails silently: the records that caused it
     would be committed and their outputs lost. Every send's future is watched here, and a
     flush after a failure raises, so the commit does not happen and the worker stops; once
-    restarted (by its supervisor) it reads those records again. The producer is also made
-    idempotent, so its own retries neither reorder nor duplicate a partition's records.
+    restarted (by its supervisor) it reads those records again.
     """
     failures: list[BaseException] = []
     send, flush = producer.send, producer.flush
@@ -119,8 +118,6 @@ def guard_sends(producer: Any) -> Any:
             raise SendFailed(f"{len(failures)} send(s) failed: {first!r}")
 
     producer.send, producer.flush = guarded_send, guarded_flush
-    extra = producer._settings_extra
-    producer._settings_extra = lambda: {**extra(), "enable_idempotence": True, "acks": "all"}
     return producer
 
 

@@ -41,4 +41,3 @@ def test_flush_raises_after_a_failed_send_and_not_before():
 
     producer = asyncio.run(run())
     assert producer.flushed == 2
-    assert producer._settings_extra() == {"enable_idempotence": True, "acks": "all"}
