@@ -12,7 +12,9 @@ def seen_events_table(app: faust.App, horizon: float, partitions: int,
     """Events already applied, keyed by source and event id, kept for `horizon` seconds."""
     table = app.Table(name, default=None, partitions=partitions,
                       help="source + event_id -> [event_ts, partition, 1]")
-    return ExpiringTable(table, horizon=horizon, every=min(60.0, max(horizon / 10, 1.0)))
+    expiring = ExpiringTable(table, horizon=horizon, every=min(60.0, max(horizon / 10, 1.0)))
+    app.on_partitions_assigned.connect(expiring.forget_index)
+    return expiring
 
 
 def handled_actions_table(app: faust.App, capability: str, horizon: float,
@@ -20,7 +22,9 @@ def handled_actions_table(app: faust.App, capability: str, horizon: float,
     """Action ids a capability's workers have already handled."""
     table = app.Table(f"handled-actions-{capability}", default=None, partitions=partitions,
                       help="action event_id -> [event_ts, partition, outcome]")
-    return ExpiringTable(table, horizon=horizon, every=min(60.0, max(horizon / 10, 1.0)))
+    expiring = ExpiringTable(table, horizon=horizon, every=min(60.0, max(horizon / 10, 1.0)))
+    app.on_partitions_assigned.connect(expiring.forget_index)
+    return expiring
 
 
 def dedup_key(source: str, event_id: str) -> str:

@@ -4,10 +4,16 @@ Faust writes a table change to the changelog partition of the event being proces
 an entry may only be deleted while processing an event of the partition that wrote it.
 Each value therefore carries its partition and event time, and `sweep` runs inside the
 agent for the current partition at most once per `every` seconds of event time.
+
+A sweep must not scan the table: with a million entries that blocked the stream for 17 s
+each time (make bench). Each partition keeps an in-memory heap of (event time, key) for the
+entries written here; a sweep pops what is older than the cutoff. After a start or a
+rebalance the heap of a partition is built once, by one scan, at its first sweep.
 """
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +29,7 @@ class ExpiringTable:
     every: float = 60.0
     _last_sweep: dict[int, float] = field(default_factory=dict)
     _high_water: dict[int, float] = field(default_factory=dict)
+    _index: dict[int, list[tuple[float, str]]] = field(default_factory=dict)
 
     def get(self, key: str) -> Any | None:
         """The live value for key, or None when absent or expired."""
@@ -36,6 +43,13 @@ class ExpiringTable:
 
     def put(self, key: str, ts: float, partition: int, value: Any = 1) -> None:
         self.table[key] = [ts, partition, value]
+        heap = self._index.get(partition)
+        if heap is not None:
+            heapq.heappush(heap, (ts, key))
+
+    def forget_index(self, *_args: Any, **_kwargs: Any) -> None:
+        """After a rebalance: partitions may have changed hands, rebuild at the next sweep."""
+        self._index.clear()
 
     def advance(self, partition: int, ts: float) -> int:
         """Note event time on a partition; sweep it when due. Returns entries removed."""
@@ -53,13 +67,22 @@ class ExpiringTable:
 
     def sweep(self, partition: int, cutoff: float) -> int:
         """Delete this partition's entries older than cutoff (call inside the stream)."""
-        stale = [
-            key for key, (ts, owner, _value) in self.table.items()
-            if owner == partition and ts < cutoff
-        ]
-        for key in stale:
-            del self.table[key]
-        return len(stale)
+        heap = self._index.get(partition)
+        if heap is None:
+            heap = self._index[partition] = [
+                (ts, key) for key, (ts, owner, _value) in self.table.items()
+                if owner == partition
+            ]
+            heapq.heapify(heap)
+        removed = 0
+        while heap and heap[0][0] < cutoff:
+            _, key = heapq.heappop(heap)
+            entry = self.table.get(key)
+            # A key written again since, or by another partition, is not this entry's to drop.
+            if entry is not None and entry[1] == partition and entry[0] < cutoff:
+                del self.table[key]
+                removed += 1
+        return removed
 
     def __len__(self) -> int:
         return sum(1 for _ in self.table.keys())
