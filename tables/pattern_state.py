@@ -214,6 +214,7 @@ class PatternStateTable:
             saved, high = entry if isinstance(entry, list) else (entry, -1)
             if high > self.high_offsets.get(clock, -1):
                 self.replay_until[clock] = max(high, self.replay_until.get(clock, -1))
+                self.high_offsets[clock] = high  # what was read does not go back
             current = self.watermarks.get(clock)
             if current is None or (saved is not None and (current.snapshot() or -math.inf)
                                    < saved):
