@@ -112,11 +112,6 @@ def test_broker_killed_and_restarted_three_times(own_broker: LocalBroker, tmp_pa
 
 @pytest.mark.soak
 @pytest.mark.timeout(1800)
-@pytest.mark.xfail(reason="sends the engine does not await (capability actions of event "
-                          "patterns, re-sends to the rekeyed topic) were lost without an error "
-                          "during 3 s latency spikes while the records' offsets were committed: "
-                          "17 of 9,000 actions in the last run; see docs/reliability.md",
-                   strict=False)
 @pytest.mark.parametrize("own_broker", [LocalBroker(39120, advertised_port=39123,
                                                     direct_port=39122)], indirect=True)
 def test_blackhole_and_latency_between_worker_and_broker(own_broker: LocalBroker,

@@ -95,9 +95,6 @@ def test_engine_killed_twice_loses_no_action(make_worker, tmp_path):  # noqa: AN
 
 @pytest.mark.soak
 @pytest.mark.timeout(1800)
-@pytest.mark.xfail(reason="last run: 46 of 30,000 actions missing, all of the group_by "
-                          "sequence (rekeyed path), with 'late' dead letters after restarts; "
-                          "see docs/reliability.md", strict=False)
 def test_engine_killed_ten_times_in_20000_events(make_worker, tmp_path):  # noqa: ANN001
     flows = int(os.environ.get("CHOREO_FAULT_FLOWS", "10000"))
     figures = run_engine_kills(make_worker, tmp_path, flows=flows, kills=10, rate=150,
