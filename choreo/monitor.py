@@ -156,12 +156,22 @@ class RateMonitor:
                 return None  # types beyond this are not watched (unbounded type names)
             rate = self.rates[event.event_type] = _Rate(first_minute=minute)
         if rate.buckets and minute < rate.buckets[-1][0]:
-            for bucket in reversed(rate.buckets):  # out of order: count it where it belongs
+            # Out of order (partitions interleave): count it where it belongs; the check
+            # below still runs, at the newest minute, with the count it completes.
+            for bucket in reversed(rate.buckets):
                 if bucket[0] == minute:
                     bucket[1] += 1
                     break
-            return None
-        if rate.buckets and rate.buckets[-1][0] == minute:
+                if bucket[0] < minute:
+                    break
+            else:
+                return None
+            if bucket[0] != minute:
+                index = rate.buckets.index(bucket) + 1
+                rate.buckets.insert(index, [minute, 1])
+            rate.first_minute = min(rate.first_minute, minute)
+            minute = rate.buckets[-1][0]
+        elif rate.buckets and rate.buckets[-1][0] == minute:
             rate.buckets[-1][1] += 1
         else:
             rate.buckets.append([minute, 1])

@@ -105,3 +105,14 @@ def test_monitor_config_is_read():
     text = '[monitor]\nslow_flow = "15m"\nterminal_events = ["order_closed"]\n'
     monitor = parse_choreography(text).monitor
     assert monitor.slow_flow == 900.0 and monitor.terminal_events == ("order_closed",)
+
+
+def test_a_spike_is_seen_when_partitions_interleave():
+    """One partition racing ahead must not hide a spike the others complete."""
+    monitor = RateMonitor(MonitorSettings())
+    feed_rate(monitor, "payment_failed", 4, 65, 0)
+    burst = [make_event("payment_failed", (65 + m) * 60 + i * 3 - T0 % 60, None)
+             for m in range(5) for i in range(20)]
+    ahead, behind = burst[::4], [e for i, e in enumerate(burst) if i % 4]
+    alerts = [a for e in [*ahead, *behind] if (a := monitor.observe(e))]
+    assert len(alerts) == 1
