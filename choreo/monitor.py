@@ -158,17 +158,16 @@ class RateMonitor:
         if rate.buckets and minute < rate.buckets[-1][0]:
             # Out of order (partitions interleave): count it where it belongs; the check
             # below still runs, at the newest minute, with the count it completes.
-            for bucket in reversed(rate.buckets):
+            for index in range(len(rate.buckets) - 1, -1, -1):
+                bucket = rate.buckets[index]
                 if bucket[0] == minute:
                     bucket[1] += 1
                     break
                 if bucket[0] < minute:
+                    rate.buckets.insert(index + 1, [minute, 1])
                     break
-            else:
-                return None
-            if bucket[0] != minute:
-                index = rate.buckets.index(bucket) + 1
-                rate.buckets.insert(index, [minute, 1])
+            else:  # older than every bucket: the history starts earlier than thought
+                rate.buckets.appendleft([minute, 1])
             rate.first_minute = min(rate.first_minute, minute)
             minute = rate.buckets[-1][0]
         elif rate.buckets and rate.buckets[-1][0] == minute:

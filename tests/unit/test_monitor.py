@@ -116,3 +116,28 @@ def test_a_spike_is_seen_when_partitions_interleave():
     ahead, behind = burst[::4], [e for i, e in enumerate(burst) if i % 4]
     alerts = [a for e in [*ahead, *behind] if (a := monitor.observe(e))]
     assert len(alerts) == 1
+
+
+def test_history_counts_from_the_oldest_event_whatever_the_arrival_order():
+    """The first event seen may not be the oldest: four partitions arrive interleaved."""
+    import random
+
+    misses = 0
+    for seed in range(60):
+        rnd = random.Random(seed)
+        monitor = RateMonitor(MonitorSettings())
+        calm = [make_event("p", m * 60 + s - T0 % 60, None) for m in range(65) for s in (10, 40)]
+        burst = [make_event("p", (65 + m) * 60 + s * 3 - T0 % 60, None)
+                 for m in range(5) for s in range(20)]
+        alerts = 0
+        for phase in (calm, burst):
+            parts: list[list] = [[] for _ in range(4)]
+            for event in phase:
+                parts[rnd.randrange(4)].append(event)
+            while any(parts):
+                part = rnd.choice([p for p in parts if p])
+                for _ in range(rnd.randint(1, 30)):
+                    if part:
+                        alerts += monitor.observe(part.pop(0)) is not None
+        misses += alerts == 0
+    assert misses == 0
