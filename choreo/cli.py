@@ -11,7 +11,7 @@ from typing import IO
 
 import orjson
 
-from choreo.config import ConfigError, load_choreography
+from choreo.config import Choreography, ConfigError, load_choreography
 from choreo.dead_letter import read_dead_letter_headers
 from choreo.kafka_io import collect, complete_envelope, key_for, send_all
 from choreo.settings import Settings
@@ -58,13 +58,20 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if errors else 0
 
 
-def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    """Load a choreography file and report every problem, or a summary."""
+def _load(args: argparse.Namespace, settings: Settings) -> tuple[Path, Choreography | None]:
+    """The file named on the command line (or the configured one), or None after saying why."""
     path = Path(args.config) if args.config else settings.config_path
     try:
-        choreography = load_choreography(path)
+        return path, load_choreography(path)
     except ConfigError as exc:
         print(f"{path}: {exc}", file=sys.stderr)
+        return path, None
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    """Load a choreography file and report every problem, or a summary."""
+    path, choreography = _load(args, settings)
+    if choreography is None:
         return 2
     kinds: dict[str, int] = {}
     for pattern in choreography.patterns:
@@ -90,11 +97,8 @@ def cmd_graph(args: argparse.Namespace, settings: Settings) -> int:
     """Print the choreography as a Mermaid flowchart."""
     from choreo.graph import mermaid
 
-    path = Path(args.config) if args.config else settings.config_path
-    try:
-        choreography = load_choreography(path)
-    except ConfigError as exc:
-        print(f"{path}: {exc}", file=sys.stderr)
+    _path, choreography = _load(args, settings)
+    if choreography is None:
         return 2
     sys.stdout.write(mermaid(choreography))
     return 0

@@ -33,7 +33,7 @@ import orjson
 from choreo.actions import Action, by_priority
 from choreo.app import Runtime
 from choreo.dead_letter import Origin
-from choreo.envelope import Event
+from choreo.envelope import Event, InvalidEvent, parse_event
 from choreo.matchers.base import KeyedMatcher, Outcome, key_for, matcher_for
 from choreo.matchers.correlation import TRACKER_ID, CorrelationTracker, action_note
 from choreo.matching import PatternIndex
@@ -48,6 +48,7 @@ from choreo.metrics import (
 )
 from choreo.monitor import slow_flow_alert
 from choreo.patterns import Pattern
+from tables.dedup import dedup_key
 from tables.pattern_state import PatternStateTable, partition_for, writing_partition
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ class KeyedEngine:
             # A record read again after a restart is judged as when first read: on time.
             wm = (-math.inf if self.store.is_replay(clock, offset)
                   else self.store.watermark(clock))
-            writes: list[tuple[str, dict | None, dict[str, int]]] = []
+            writes: list[tuple[str, dict | None, dict[str, int], bool]] = []
             actions: list[Action] = []
             late: list[str] = []
             for pattern in self.groups[group].for_type(event.event_type):
@@ -159,7 +160,7 @@ class KeyedEngine:
                     late.append(pattern.id)
                 if outcome.state != (slot.state if slot else None) or outcome.actions:
                     offsets = {**(slot.offsets if slot else {}), source: offset}
-                    writes.append((pattern.id, outcome.state, offsets))
+                    writes.append((pattern.id, outcome.state, offsets, slot is not None))
                 actions += outcome.actions
             actions = by_priority(actions)
             alert = None
@@ -175,13 +176,14 @@ class KeyedEngine:
                     state = self.tracker.note_actions(
                         state, key, [*notes, *(action_note(a) for a in actions)])
                     writes.append((TRACKER_ID, state,
-                                   {**(slot.offsets if slot else {}), source: offset}))
+                                   {**(slot.offsets if slot else {}), source: offset},
+                                   slot is not None))
             await self.send(actions, event.ts)
             if alert is not None:
                 await (await self.runtime.alert(alert))
-            for pattern_id, state, offsets in writes:
+            for pattern_id, state, offsets, existed in writes:
                 self.store.save(pattern_id, key, partition, state, offsets,
-                                self.deadline_of(pattern_id, state))
+                                self.deadline_of(pattern_id, state), existed)
         await self.note_elsewhere(actions, group, key)
         return Applied(actions, late)
 
@@ -195,7 +197,7 @@ class KeyedEngine:
             state = self.tracker.note_actions(slot.state if slot else None, key, notes)
             offsets = {**(slot.offsets if slot else {}), "r": offset}
             self.store.save(TRACKER_ID, key, partition, state, offsets,
-                            self.tracker.deadline(state))
+                            self.tracker.deadline(state), slot is not None)
 
     async def note_elsewhere(self, actions: Sequence[Action], group: Group, key: str) -> None:
         """Actions on another correlation than the key's go to that correlation's summary."""
@@ -208,8 +210,12 @@ class KeyedEngine:
                 partition=partition_for(correlation, self.partitions),
                 headers=[(NOTE_HEADER, b"actions")])
 
-    async def send(self, actions: Sequence[Action], event_ts: float | None) -> None:
-        """Send actions to their capability topics and wait until the broker has them."""
+    async def send(self, actions: Sequence[Action], event_ts: float | None,
+                   wait: bool = True) -> None:
+        """Send actions to their capability topics; with `wait`, until the broker has them.
+
+        Unwaited sends are still checked: a failed one stops the next commit (`guard_sends`).
+        """
         pending = []
         for action in actions:
             topic = self.runtime.capability_topic(action.capability)
@@ -219,7 +225,7 @@ class KeyedEngine:
             ACTIONS_SENT.labels(action.event.payload["pattern_id"], action.capability).inc()
             if event_ts is not None:
                 ACTION_LATENCY.observe(max(0.0, time.time() - event_ts))
-        if pending:
+        if pending and wait:
             await asyncio.gather(*pending)
 
     def deadline_of(self, pattern_id: str, state: dict | None) -> float | None:
@@ -296,7 +302,7 @@ class KeyedEngine:
             with writing_partition(topic, partition):
                 for pattern_id, key, offsets, outcome in done:
                     self.store.save(pattern_id, key, partition, outcome.state, offsets,
-                                    self.deadline_of(pattern_id, outcome.state))
+                                    self.deadline_of(pattern_id, outcome.state), True)
                     if outcome.actions and self.group_of(pattern_id) is None:
                         tslot = self.store.load(TRACKER_ID, key)
                         state = self.tracker.note_actions(
@@ -304,7 +310,7 @@ class KeyedEngine:
                             [action_note(a) for a in outcome.actions])
                         self.store.save(TRACKER_ID, key, partition, state,
                                         tslot.offsets if tslot else {},
-                                        self.tracker.deadline(state))
+                                        self.tracker.deadline(state), tslot is not None)
         for pattern_id, key, _offsets, outcome in done:
             if outcome.actions:
                 await self.note_elsewhere(outcome.actions, self.group_of(pattern_id), key)
@@ -336,9 +342,6 @@ def register_keyed(runtime: Runtime) -> KeyedEngine:
 
 async def process_rekeyed(runtime: Runtime, engine: KeyedEngine, record: faust.EventT) -> None:
     """Apply an event re-sent to its key's partition (or record a note of actions)."""
-    from choreo.envelope import InvalidEvent, parse_event
-    from tables.dedup import dedup_key
-
     message = record.message
     headers = {k: v for k, v in (message.headers or [])}
     key = message.key.decode() if message.key else None

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import faust
 
 from choreo.app import Runtime
 from choreo.dead_letter import Origin
 from choreo.envelope import InvalidEvent, parse_event
-from choreo.metrics import ACTION_LATENCY, ACTIONS_SENT, DUPLICATES, EVENTS_IN
+from choreo.metrics import DUPLICATES, EVENTS_IN
 from choreo.monitor import RateMonitor
 from streams.keyed import KeyedEngine, register_keyed
 from tables.dedup import dedup_key, seen_events_table
@@ -69,11 +68,5 @@ async def process_record(runtime: Runtime, seen: ExpiringTable, record: faust.Ev
         if spike is not None:
             await runtime.alert(spike)
     fired = runtime.matcher.match(event)
-    for action in fired:
-        topic = runtime.capability_topic(action.capability)
-        correlation = action.event.correlation_id
-        await topic.send(key=correlation.encode() if correlation else None,
-                         value=action.event.to_bytes())
-        ACTIONS_SENT.labels(action.event.payload["pattern_id"], action.capability).inc()
-        ACTION_LATENCY.observe(max(0.0, time.time() - event.ts))
+    await engine.send(fired, event.ts, wait=False)
     await engine.route(event, record.value, message.partition, message.offset, origin, fired)

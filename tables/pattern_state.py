@@ -117,10 +117,12 @@ class PatternStateTable:
         return Slot(data["p"], data["o"], data["s"])
 
     def save(self, pattern_id: str, key: str, partition: int, state: dict | None,
-             offsets: dict[str, int], deadline: float | None) -> None:
-        """Store a snapshot (None deletes the entry) and schedule its deadline."""
+             offsets: dict[str, int], deadline: float | None, existed: bool) -> None:
+        """Store a snapshot (None deletes the entry) and schedule its deadline.
+
+        `existed` says whether the caller loaded an entry, which saves a read per write.
+        """
         tkey = _table_key(pattern_id, key)
-        existed = self.table.get(tkey) is not None
         if state is None:
             if existed:
                 del self.table[tkey]
