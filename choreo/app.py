@@ -9,9 +9,11 @@ from typing import Any
 
 import faust
 
+from choreo import faust_fastpath
 from choreo.config import Choreography, load_choreography
 from choreo.dead_letter import Origin, dead_letter_headers
 from choreo.envelope import Event
+from choreo.faust_fastpath import quiet_library_loggers
 from choreo.matching import EventMatcher, PatternStats
 from choreo.metrics import ALERTS, DEAD_LETTERED
 from choreo.settings import Settings
@@ -132,6 +134,7 @@ class ChoreoApp(faust.App):
     async def on_first_start(self) -> None:
         await super().on_first_start()
         if self.runtime is not None:
+            quiet_library_loggers(self.runtime.settings.log_level)
             bootstrap = self.runtime.settings.bootstrap_servers
             partitions = self.runtime.settings.partitions
             await ensure_topics(bootstrap, self.runtime.topic_names(), partitions)
@@ -146,6 +149,8 @@ class ChoreoApp(faust.App):
 def create_app(settings: Settings, choreography: Choreography | None = None) -> Runtime:
     """The Faust app with its topics; agents, tables and views are added by `wire`."""
     choreography = choreography or load_choreography(settings.config_path)
+    if settings.fast_path:
+        faust_fastpath.install()
     app = ChoreoApp(
         settings.app_id,
         broker=settings.broker,

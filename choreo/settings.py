@@ -64,6 +64,14 @@ class Settings:
     # Whether this process runs the engine (match_events, keyed patterns, their views);
     # CHOREO_ENGINE=off makes a process of capability workers only.
     engine: bool = True
+    # Deliver fetched records to the streams without four tasks per record
+    # (choreo/faust_fastpath.py); CHOREO_FAST_PATH=off keeps Faust's own delivery.
+    fast_path: bool = True
+    # The engine applies events in batches of up to `batch_size`, waiting at most
+    # `batch_wait` seconds to fill one: each key's state is written once per batch and the
+    # batch's actions are acknowledged together (Kafka Streams' record cache, in effect).
+    batch_size: int = 500
+    batch_wait: float = 0.005
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -83,6 +91,9 @@ class Settings:
             handlers=env.get("CHOREO_HANDLERS") or default.handlers,
             session_timeout=_float(env, "CHOREO_SESSION_TIMEOUT", default.session_timeout),
             engine=_switch(env, "CHOREO_ENGINE", default.engine),
+            fast_path=_switch(env, "CHOREO_FAST_PATH", default.fast_path),
+            batch_size=_int(env, "CHOREO_BATCH_SIZE", default.batch_size),
+            batch_wait=_float(env, "CHOREO_BATCH_WAIT", default.batch_wait),
         )
 
     @property
