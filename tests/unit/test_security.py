@@ -298,3 +298,21 @@ def test_client_certificate_files_are_loaded(tmp_path):
     assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName",
                                                                    "choreo-test"),),)]
     assert settings.faust_credentials().context.get_ca_certs() == context.get_ca_certs()
+
+
+def test_redrive_refuses_records_of_the_security_checks_and_masked_ones():
+    from choreo.dead_letter import Origin, dead_letter_headers
+    from choreo.kafka_io import Record
+    from choreo.redrive import target_of
+
+    def record(reason: str, *extra: tuple[str, bytes]) -> Record:
+        headers = dead_letter_headers(reason, "d", Origin("events", 0, 1), "ingest")
+        return Record("events.dlq", 0, 0, None, b"{}", tuple(headers) + extra, 0)
+
+    allowed = ["events"]
+    assert target_of(record("not_json"), allowed) == ("events", "")
+    for reason in ("unsigned", "bad_signature", "unknown_key", "stale", "unauthorized"):
+        target, why = target_of(record(reason), allowed)
+        assert target is None and f"security checks ({reason})" in why
+    target, why = target_of(record("late", ("choreo.dlq.masked", b"payload.card")), allowed)
+    assert target is None and why.startswith("payload.card masked")
