@@ -223,3 +223,33 @@ def test_choreo_produce_signs_with_the_configured_key(worker: Worker, keys_file:
     wait_until(lambda: [a for a in envelopes(worker.read(inventory))
                         if a["metadata"].get("correlation_id") == f"ord-cli-{suffix}"],
                timeout=60)
+
+
+def test_a_backdated_replay_is_still_stale(worker: Worker):
+    """The events topic is created with LogAppendTime: the broker dates records, not the
+    producer, so a replay whose record timestamp claims the signing time is still stale."""
+    from choreo.kafka_io import producer
+
+    suffix = uuid.uuid4().hex[:6]
+    envelope = order(f"ord-backdated-{suffix}", [("SKU-BOOK", 1)], 20.0)
+    envelope["payload"]["payment"] = {"method": "invoice"}
+    signed_at = time.time() - 3600
+    topic = worker.choreography.topics.events_topic
+
+    async def replay() -> None:
+        prod = producer(worker.broker.bootstrap)
+        await prod.start()
+        try:
+            await (await prod.send(topic, value=orjson.dumps(envelope), key=suffix.encode(),
+                                   headers=signed(envelope, at=signed_at),
+                                   timestamp_ms=int(signed_at * 1000)))
+        finally:
+            await prod.stop()
+
+    asyncio.run(replay())
+    [record] = wait_until(lambda: [r for r in worker.read(topic) if r.key == suffix.encode()])
+    assert record.timestamp_ms > (signed_at + 3000) * 1000, "the broker's time, not ours"
+    dead = wait_until(lambda: [r for r in worker.read(worker.choreography.topics
+                                                      .dead_letter_topic)
+                               if r.key == suffix.encode()])
+    assert read_dead_letter_headers(dead[0].headers)["reason"] == "stale"
