@@ -62,8 +62,13 @@ async def process_record(runtime: Runtime, seen: ExpiringTable, record: faust.Ev
     message = record.message
     origin = Origin(message.topic, message.partition, message.offset)
     schemas = runtime.choreography.schemas
+    guard = runtime.guard
     try:
         event = parse_event(record.value, runtime.choreography.defaults.max_event_bytes)
+        if guard.active:  # signature, then publishers: before anything else reads the event
+            refusal = guard.check(event, message.headers, message.timestamp)
+            if refusal is not None:
+                raise InvalidEvent(refusal.reason, refusal.detail)
         if schemas is not None:
             schemas.check(event)  # raises InvalidEvent("schema_violation", "<path>: <error>")
     except InvalidEvent as exc:
