@@ -61,6 +61,17 @@ class Runtime:
         """Signature headers for an event this process publishes (None without a key)."""
         return self.guard.sign(event)
 
+    async def produce(self, topic: faust.TopicT, key: bytes | None, value: bytes,
+                      headers: list[tuple[str, bytes]] | None = None) -> Any:
+        """Hand a record of raw bytes straight to the producer; returns the ack's future.
+
+        `Topic.send` builds a FutureMessage, a PendingMessage and codec calls around the same
+        producer call: a tenth of the engine's time in a profile, for bytes it already has.
+        Failed sends still stop the commit (`guard_sends` wraps the producer).
+        """
+        return await self.app.producer.send(topic.get_topic_name(), key, value, None, None,
+                                            headers)
+
     def capability_topic(self, capability: str) -> faust.TopicT:
         topic = self.capability_topics.get(capability)
         if topic is None:

@@ -303,9 +303,9 @@ class KeyedEngine:
         for action, event_ts in actions:
             topic = self.runtime.capability_topic(action.capability)
             correlation = action.event.correlation_id
-            pending.append(await topic.send(key=correlation.encode() if correlation else None,
-                                            value=action.event.to_bytes(),
-                                            headers=self.runtime.sign(action.event)))
+            pending.append(await self.runtime.produce(
+                topic, correlation.encode() if correlation else None, action.event.to_bytes(),
+                self.runtime.sign(action.event)))
             ACTIONS_SENT.labels(action.event.payload["pattern_id"], action.capability).inc()
             if event_ts is not None:
                 ACTION_LATENCY.observe(max(0.0, time.time() - event_ts))

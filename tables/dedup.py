@@ -10,8 +10,9 @@ from tables.expiring import ExpiringTable
 def seen_events_table(app: faust.App, horizon: float, partitions: int,
                       name: str = "seen-events") -> ExpiringTable:
     """Events already applied, keyed by source and event id, kept for `horizon` seconds."""
-    table = app.Table(name, default=None, partitions=partitions,
-                      help="source + event_id -> [event_ts, partition, 1]")
+    # value_type=bytes: the "raw" codec; ExpiringTable stores orjson bytes.
+    table = app.Table(name, default=None, partitions=partitions, value_type=bytes,
+                      help="source + event_id -> [event_ts, partition, 1] (orjson)")
     expiring = ExpiringTable(table, horizon=horizon, every=min(60.0, max(horizon / 10, 1.0)))
     app.on_partitions_assigned.connect(expiring.forget_index)
     return expiring
@@ -21,7 +22,8 @@ def handled_actions_table(app: faust.App, capability: str, horizon: float,
                           partitions: int) -> ExpiringTable:
     """Action ids a capability's workers have already handled."""
     table = app.Table(f"handled-actions-{capability}", default=None, partitions=partitions,
-                      help="action event_id -> [event_ts, partition, outcome]")
+                      value_type=bytes,
+                      help="action event_id -> [event_ts, partition, outcome] (orjson)")
     expiring = ExpiringTable(table, horizon=horizon, every=min(60.0, max(horizon / 10, 1.0)))
     app.on_partitions_assigned.connect(expiring.forget_index)
     return expiring
