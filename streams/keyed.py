@@ -74,12 +74,13 @@ class Applied:
 class KeyedEngine:
     """Routes events to keyed state, applies the matchers, and fires deadlines."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, store: PatternStateTable | None = None) -> None:
         self.runtime = runtime
         choreography = runtime.choreography
         self.partitions = runtime.settings.partitions
-        self.store = PatternStateTable.create(runtime.app, self.partitions,
-                                              choreography.defaults.idle_timeout)
+        # A replay (streams/replay.py) hands in a store over a plain dict and its own clock.
+        self.store = store or PatternStateTable.create(runtime.app, self.partitions,
+                                                       choreography.defaults.idle_timeout)
         keyed = [p for p in choreography.patterns if p.kind != "event"]
         self.matchers: dict[str, KeyedMatcher] = {p.id: matcher_for(p, runtime.stats)
                                                   for p in keyed}
