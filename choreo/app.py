@@ -192,6 +192,7 @@ def wire(runtime: Runtime, workers: str = "*") -> Runtime:
     from agents.worker import register_workers
     from streams.match_events import register_matcher
     from streams.runtime_metrics import register_runtime_metrics
+    from streams.ui import register_ui
     from streams.views import register_views
 
     if runtime.settings.engine:
@@ -200,4 +201,5 @@ def wire(runtime: Runtime, workers: str = "*") -> Runtime:
     register_views(runtime)
     register_worker_views(runtime)
     register_runtime_metrics(runtime)
+    register_ui(runtime)
     return runtime
