@@ -148,6 +148,13 @@ def test_what_if_diffs_a_raised_threshold_a_new_pattern_and_a_changed_priority(
     assert {c["replayed"]["metadata"]["correlation_id"] for c in diff["changed"]} == set(
         ran[d] for d in ("happy path", "high value", "out of stock", "declined payment"))
     assert all(c["fields"] == ["payload.priority"] for c in diff["changed"])
+    env = {**os.environ, "CHOREO_BROKER": worker.broker.url, "CHOREO_APP_ID": worker.name,
+           "CHOREO_CONFIG": str(worker.config_path), "PYTHONPATH": str(REPO)}
+    text = subprocess.run([sys.executable, "-m", "choreo.cli", "replay", "--no-progress",
+                           "--what-if", str(path)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=180).stdout
+    print(text)
+    assert "1 added, 1 removed, 4 changed" in text and "payload.priority: 8 -> 10" in text
     # One correlation, and the same diff for it only.
     code, one = replay(worker, "--what-if", str(path), "--correlation-id", declined)
     assert [a["payload"]["action"] for a in one["diff"]["added"]] == ["refund_order"]

@@ -54,7 +54,8 @@ def not_blank(png: bytes, rect: dict, min_colours: int = 4, min_ink: float = 0.0
     box = (int(rect["x"]), int(rect["y"]), int(rect["x"] + rect["width"]),
            int(rect["y"] + rect["height"]))
     crop = image.crop(box)
-    pixels = list(crop.getdata())
+    flat = getattr(crop, "get_flattened_data", None) or crop.getdata  # Pillow 14 drops getdata
+    pixels = list(flat())
     background = max(set(pixels[:5000]), key=pixels[:5000].count)
     ink = sum(1 for p in pixels if p != background) / max(1, len(pixels))
     colours = len(set(pixels))
