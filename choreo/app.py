@@ -262,6 +262,8 @@ def wire(runtime: Runtime, workers: str = "*") -> Runtime:
     from agents.views import register_worker_views
     from agents.worker import register_workers
     from streams.match_events import register_matcher
+    from streams.runtime_metrics import register_runtime_metrics
+    from streams.ui import register_ui
     from streams.views import register_views
 
     if runtime.settings.engine:
@@ -269,4 +271,6 @@ def wire(runtime: Runtime, workers: str = "*") -> Runtime:
     register_workers(runtime, load_handlers(runtime.settings.handlers), select=workers)
     register_views(runtime)
     register_worker_views(runtime)
+    register_runtime_metrics(runtime)
+    register_ui(runtime)
     return runtime

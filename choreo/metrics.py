@@ -49,3 +49,13 @@ BREAKER_STATE = Gauge("choreo_circuit_breaker_state",
                       ["capability", "state"], registry=REGISTRY)
 ALERTS = Counter("choreo_alerts_total", "Alerts raised by the flow monitor.", ["alert"],
                  registry=REGISTRY)
+CONSUMER_LAG = Gauge("choreo_consumer_lag",
+                     "Records on an assigned partition not yet processed: the partition's "
+                     "highwater minus the next offset this worker will process.",
+                     ["topic", "partition"], registry=REGISTRY)
+TABLE_ENTRIES = Gauge("choreo_table_entries",
+                      "Entries in each table on this worker (its active partitions), counted "
+                      "every few seconds.", ["table"], registry=REGISTRY)
+PATTERN_KEYS = Gauge("choreo_pattern_keys_in_flight",
+                     "Keys with state in flight per keyed pattern on this worker "
+                     "(~correlation: correlation summaries).", ["pattern_id"], registry=REGISTRY)

@@ -13,7 +13,7 @@ def seen_events_table(app: faust.App, horizon: float, partitions: int,
     # value_type=bytes: the "raw" codec; ExpiringTable stores orjson bytes.
     table = app.Table(name, default=None, partitions=partitions, value_type=bytes,
                       help="source + event_id -> [event_ts, partition, 1] (orjson)")
-    expiring = ExpiringTable(table, horizon=horizon, every=min(60.0, max(horizon / 10, 1.0)))
+    expiring = ExpiringTable(table, horizon=horizon, every=sweep_every(horizon))
     app.on_partitions_assigned.connect(expiring.forget_index)
     return expiring
 
@@ -24,9 +24,14 @@ def handled_actions_table(app: faust.App, capability: str, horizon: float,
     table = app.Table(f"handled-actions-{capability}", default=None, partitions=partitions,
                       value_type=bytes,
                       help="action event_id -> [event_ts, partition, outcome] (orjson)")
-    expiring = ExpiringTable(table, horizon=horizon, every=min(60.0, max(horizon / 10, 1.0)))
+    expiring = ExpiringTable(table, horizon=horizon, every=sweep_every(horizon))
     app.on_partitions_assigned.connect(expiring.forget_index)
     return expiring
+
+
+def sweep_every(horizon: float) -> float:
+    """How much event time passes between two sweeps of a partition's expired entries."""
+    return min(60.0, max(horizon / 10, 1.0))
 
 
 def dedup_key(source: str, event_id: str) -> str:
