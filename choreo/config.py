@@ -29,6 +29,8 @@ from choreo.patterns import (
     ThresholdPattern,
 )
 from choreo.producers import Production, parse_production
+from choreo.registry import AgentSettings, parse_agent_settings
+from choreo.routing import Routing, parse_routing
 from choreo.schemas import SchemaRegistry, parse_schemas
 from choreo.worker_policy import WorkerPolicies, parse_worker_policies
 
@@ -69,6 +71,20 @@ class Topics:
     rekeyed: str = "events.rekeyed"
     alerts: str = "alerts"
     capability_dead_letter: str = "capability.{capability}.dlq"
+    agents: str = "agents"  # the agent registry: announces, heartbeats, verdicts (compacted)
+    tasks: str = "events.tasks"  # internal: task.progress events keyed by task id
+
+    @property
+    def agents_topic(self) -> str:
+        return self.prefix + self.agents
+
+    @property
+    def tasks_topic(self) -> str:
+        return self.prefix + self.tasks
+
+    def inbox_topic(self, capability: str, agent_id: str) -> str:
+        """The topic only `agent_id` reads, for actions routed to it explicitly."""
+        return f"{self.capability_topic(capability)}.{agent_id}"
 
     @property
     def events_topic(self) -> str:
@@ -116,6 +132,8 @@ class Choreography:
     # None when the file has no [schemas] table: ingest then validates nothing more.
     schemas: SchemaRegistry | None = None
     production: Production = field(default_factory=Production)
+    agents: AgentSettings = field(default_factory=AgentSettings)
+    routing: Routing = field(default_factory=Routing)
 
     @property
     def capabilities(self) -> tuple[str, ...]:
@@ -180,7 +198,7 @@ KIND_FIELDS = {
 }
 SPEC_FIELDS = {"on", "when", "match"}
 TOPIC_FIELDS = {"prefix", "events", "dead_letter", "capability", "capability_dead_letter",
-                "rekeyed", "alerts"}
+                "rekeyed", "alerts", "agents", "tasks"}
 
 
 class _Loader:
@@ -192,7 +210,7 @@ class _Loader:
 
     def load(self, data: dict[str, Any], source: str) -> Choreography:
         known = {"topics", "defaults", "patterns", "sequences", "workers", "capabilities",
-                 "monitor", "schemas", "events"}
+                 "monitor", "schemas", "events", "agents"}
         for key in data:
             if key not in known:
                 self.fail("-", key, _unknown(key, known, "top-level table"))
@@ -234,8 +252,10 @@ class _Loader:
         schemas = parse_schemas(data.get("schemas"), base_dir, self.fail)
         production = parse_production(data.get("capabilities", {}), data.get("events"),
                                       choreography.sends, self.fail)
+        agents = parse_agent_settings(data.get("agents"), self.fail)
+        routing = parse_routing(data.get("capabilities", {}), self.fail)
         return Choreography(topics, defaults, tuple(patterns), source, workers, monitor,
-                            schemas, production)
+                            schemas, production, agents, routing)
 
     def topics(self, raw: object) -> Topics:
         if not isinstance(raw, dict):
@@ -277,7 +297,7 @@ class _Loader:
                     self.fail("-", "topics.capability_dead_letter",
                               f"gives {sample!r}, not a valid Kafka topic name")
         for name in (topics.events_topic, topics.dead_letter_topic, topics.rekeyed_topic,
-                     topics.alerts_topic):
+                     topics.alerts_topic, topics.agents_topic, topics.tasks_topic):
             if not NAME.match(name):
                 self.fail("-", "topics", f"{name!r} is not a valid Kafka topic name")
         return topics
