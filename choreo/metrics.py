@@ -49,3 +49,17 @@ BREAKER_STATE = Gauge("choreo_circuit_breaker_state",
                       ["capability", "state"], registry=REGISTRY)
 ALERTS = Counter("choreo_alerts_total", "Alerts raised by the flow monitor.", ["alert"],
                  registry=REGISTRY)
+AGENTS = Gauge("choreo_agents", "Agents in the registry, by capability and status (up, down).",
+               ["capability", "status"], registry=REGISTRY)
+AGENT_TRANSITIONS = Counter("choreo_agent_transitions_total",
+                            "agent.up / agent.down verdicts published by this worker.",
+                            ["status"], registry=REGISTRY)
+ACTIONS_ROUTED = Counter("choreo_actions_routed_total",
+                         "Actions sent to one agent's inbox by explicit routing.",
+                         ["capability", "agent_id"], registry=REGISTRY)
+ROUTE_FALLBACKS = Counter("choreo_routing_fallbacks_total",
+                          "Explicitly routed actions sent to the capability topic instead.",
+                          ["capability", "reason"], registry=REGISTRY)
+ACTIONS_REROUTED = Counter("choreo_actions_rerouted_total",
+                           "Actions drained from a down agent's inbox and routed again.",
+                           ["capability"], registry=REGISTRY)

@@ -50,8 +50,8 @@ class AgentIdentity:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AgentIdentity:
-        agent_id = env.get("CHOREO_AGENT_ID") or default_agent_id()
-        if not AGENT_ID.match(agent_id):
+        agent_id = env.get("CHOREO_AGENT_ID") or ""  # "": host-pid, chosen at start
+        if agent_id and not AGENT_ID.match(agent_id):
             raise ValueError(f"CHOREO_AGENT_ID must be 1 to 64 letters, digits, '_' or '-', "
                              f"got {agent_id!r}")
         tags = tuple(t.strip() for t in (env.get("CHOREO_AGENT_TAGS") or "").split(",")
@@ -79,6 +79,9 @@ class AgentSettings:
     heartbeat_interval: float = 2.0
     missed_heartbeats: int = 3  # heartbeats missed in a row before the agent is down
     forget_after: float = 3600.0  # a down agent leaves the registry this long after its verdict
+    # Workers publish task.progress events (working, messages, completed/failed). Off by
+    # default: two more events per action through the engine, and a table write each.
+    task_progress: bool = False
 
 
 def parse_agent_settings(raw: object, fail: Any) -> AgentSettings:
@@ -101,6 +104,11 @@ def parse_agent_settings(raw: object, fail: Any) -> AgentSettings:
                 fail("-", name, "must be longer than zero")
                 continue
             values[key] = seconds
+        elif key == "task_progress":
+            if not isinstance(value, bool):
+                fail("-", name, f"must be true or false, got {value!r}")
+            else:
+                values[key] = value
         elif key == "missed_heartbeats":
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 fail("-", name, f"must be a whole number of at least 1, got {value!r}")
@@ -108,7 +116,7 @@ def parse_agent_settings(raw: object, fail: Any) -> AgentSettings:
                 values[key] = value
         else:
             fail("-", name, "unknown agents setting; expected one of heartbeat_interval, "
-                            "missed_heartbeats, forget_after")
+                            "missed_heartbeats, forget_after, task_progress")
     return replace(AgentSettings(), **values)
 
 

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from choreo.registry import AgentIdentity
+
 BUNDLED_CONFIG = Path(__file__).parent / "choreographies" / "ecommerce.toml"
 
 
@@ -64,6 +66,8 @@ class Settings:
     # Whether this process runs the engine (match_events, keyed patterns, their views);
     # CHOREO_ENGINE=off makes a process of capability workers only.
     engine: bool = True
+    # Who this process's capability workers are in the agent registry (CHOREO_AGENT_*).
+    agent: AgentIdentity = field(default_factory=AgentIdentity)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -83,6 +87,7 @@ class Settings:
             handlers=env.get("CHOREO_HANDLERS") or default.handlers,
             session_timeout=_float(env, "CHOREO_SESSION_TIMEOUT", default.session_timeout),
             engine=_switch(env, "CHOREO_ENGINE", default.engine),
+            agent=AgentIdentity.from_env(env),
         )
 
     @property

@@ -218,10 +218,10 @@ class KeyedEngine:
         """
         pending = []
         for action in actions:
-            topic = self.runtime.capability_topic(action.capability)
+            topic, headers = self.runtime.action_target(action)
             correlation = action.event.correlation_id
             pending.append(await topic.send(key=correlation.encode() if correlation else None,
-                                            value=action.event.to_bytes()))
+                                            value=action.event.to_bytes(), headers=headers))
             ACTIONS_SENT.labels(action.event.payload["pattern_id"], action.capability).inc()
             if event_ts is not None:
                 ACTION_LATENCY.observe(max(0.0, time.time() - event_ts))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from choreo.registry import (
     AgentIdentity,
     Descriptor,
     Registry,
+    default_agent_id,
     heartbeat_record,
     parse_record,
     status_record,
@@ -125,7 +128,8 @@ def test_identity_from_the_environment():
     ident = AgentIdentity.from_env({"CHOREO_AGENT_ID": "gpu-1", "CHOREO_AGENT_TAGS": "gpu, big",
                                     "CHOREO_AGENT_WEIGHT": "3"})
     assert (ident.agent_id, ident.tags, ident.weight) == ("gpu-1", ("gpu", "big"), 3.0)
-    assert AgentIdentity.from_env({}).agent_id  # host-pid
+    assert AgentIdentity.from_env({}).agent_id == ""  # host-pid, chosen at start
+    assert default_agent_id().endswith(f"-{os.getpid()}")
     with pytest.raises(ValueError, match="CHOREO_AGENT_ID"):
         AgentIdentity.from_env({"CHOREO_AGENT_ID": "a/b"})
     with pytest.raises(ValueError, match="CHOREO_AGENT_WEIGHT"):
