@@ -121,8 +121,7 @@ class RegistryView:
                 for records in batch.values():
                     for r in records:
                         self.apply(r.key, r.value, r.timestamp / 1000.0)
-                if not self.caught_up.is_set() and all(
-                        await consumer.position(tp) >= end[tp] for tp in tps):
+                if not self.caught_up.is_set() and await _reached(consumer, end):
                     self.caught_up.set()
                     log.info("agent registry: %d agent(s) known", len(self.registry.agents))
         finally:
@@ -267,7 +266,7 @@ class LivenessOwner:
             if not todo:
                 return 0
             pending, moved = [], 0
-            while any(await consumer.position(tp) < end[tp] for tp in todo):
+            while not await _reached(consumer, {tp: end[tp] for tp in todo}):
                 batch = await consumer.getmany(*todo, timeout_ms=500, max_records=500)
                 for tp, records in batch.items():
                     for r in records:
@@ -290,6 +289,13 @@ class LivenessOwner:
         origin = f"{record.topic}:{record.partition}:{record.offset}".encode()
         return await topic.send(key=record.key, value=record.value,
                                 headers=[*(headers or []), (REROUTED_HEADER, origin)])
+
+
+async def _reached(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
+    for tp, offset in end.items():
+        if await consumer.position(tp) < offset:
+            return False
+    return True
 
 
 class _Routed:
