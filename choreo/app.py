@@ -214,12 +214,15 @@ def wire(runtime: Runtime, workers: str = "*") -> Runtime:
     from streams.tasks import register_tasks
     from streams.views import register_views
 
+    registry = runtime.choreography.agents.enabled  # [agents] or explicit routing
     if runtime.settings.engine:
         register_matcher(runtime)
-        register_registry(runtime)
-        register_tasks(runtime)
+        if registry:
+            register_registry(runtime)
+            register_tasks(runtime)
     started = register_workers(runtime, load_handlers(runtime.settings.handlers), select=workers)
-    register_presence(runtime, started)
+    if registry:
+        register_presence(runtime, started)
     register_views(runtime)
     register_worker_views(runtime)
     register_agent_views(runtime)

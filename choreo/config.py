@@ -10,7 +10,7 @@ import difflib
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +254,11 @@ class _Loader:
                                       choreography.sends, self.fail)
         agents = parse_agent_settings(data.get("agents"), self.fail)
         routing = parse_routing(data.get("capabilities", {}), self.fail)
+        if any(r.explicit for r in routing.routes.values()) and not agents.enabled:
+            if data.get("agents") is None:
+                agents = replace(agents, enabled=True)  # routing needs the registry
+            else:
+                self.fail("-", "agents.enabled", "explicit routing needs the agent registry")
         return Choreography(topics, defaults, tuple(patterns), source, workers, monitor,
                             schemas, production, agents, routing)
 

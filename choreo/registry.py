@@ -74,8 +74,13 @@ def default_agent_id() -> str:
 
 @dataclass(frozen=True)
 class AgentSettings:
-    """The `[agents]` table of the choreography file."""
+    """The `[agents]` table of the choreography file.
 
+    The registry runs only when the file has an `[agents]` table (`enabled = false` turns it
+    off) or a capability routes explicitly; otherwise nothing is announced or published.
+    """
+
+    enabled: bool = False
     heartbeat_interval: float = 2.0
     missed_heartbeats: int = 3  # heartbeats missed in a row before the agent is down
     forget_after: float = 3600.0  # a down agent leaves the registry this long after its verdict
@@ -91,7 +96,7 @@ def parse_agent_settings(raw: object, fail: Any) -> AgentSettings:
     if not isinstance(raw, dict):
         fail("-", "agents", "must be a table")
         return AgentSettings()
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {"enabled": True}
     for key, value in raw.items():
         name = f"agents.{key}"
         if key in ("heartbeat_interval", "forget_after"):
@@ -104,7 +109,7 @@ def parse_agent_settings(raw: object, fail: Any) -> AgentSettings:
                 fail("-", name, "must be longer than zero")
                 continue
             values[key] = seconds
-        elif key == "task_progress":
+        elif key in ("task_progress", "enabled"):
             if not isinstance(value, bool):
                 fail("-", name, f"must be true or false, got {value!r}")
             else:
@@ -116,7 +121,7 @@ def parse_agent_settings(raw: object, fail: Any) -> AgentSettings:
                 values[key] = value
         else:
             fail("-", name, "unknown agents setting; expected one of heartbeat_interval, "
-                            "missed_heartbeats, forget_after, task_progress")
+                            "missed_heartbeats, forget_after, task_progress, enabled")
     return replace(AgentSettings(), **values)
 
 

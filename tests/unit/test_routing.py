@@ -127,3 +127,10 @@ capability = "cap"
     assert (c.agents.heartbeat_interval, c.agents.missed_heartbeats) == (0.5, 4)
     assert c.topics.agents_topic == "reg"
     assert c.topics.inbox_topic("cap", "a1") == "capability.cap.a1"
+    assert c.agents.enabled
+    assert not parse_choreography(base).agents.enabled  # no [agents], no routing: off
+    routed = parse_choreography(base + '[capabilities.cap]\nrouting = "round_robin"\n')
+    assert routed.agents.enabled  # routing turns the registry on
+    with pytest.raises(ConfigError, match="explicit routing needs the agent registry"):
+        parse_choreography(base + '[agents]\nenabled = false\n[capabilities.cap]\n'
+                                  'routing = "weighted"\n')
