@@ -59,3 +59,17 @@ TABLE_ENTRIES = Gauge("choreo_table_entries",
 PATTERN_KEYS = Gauge("choreo_pattern_keys_in_flight",
                      "Keys with state in flight per keyed pattern on this worker "
                      "(~correlation: correlation summaries).", ["pattern_id"], registry=REGISTRY)
+AGENTS = Gauge("choreo_agents", "Agents in the registry, by capability and status (up, down).",
+               ["capability", "status"], registry=REGISTRY)
+AGENT_TRANSITIONS = Counter("choreo_agent_transitions_total",
+                            "agent.up / agent.down verdicts published by this worker.",
+                            ["status"], registry=REGISTRY)
+ACTIONS_ROUTED = Counter("choreo_actions_routed_total",
+                         "Actions sent to one agent's inbox by explicit routing.",
+                         ["capability", "agent_id"], registry=REGISTRY)
+ROUTE_FALLBACKS = Counter("choreo_routing_fallbacks_total",
+                          "Explicitly routed actions sent to the capability topic instead.",
+                          ["capability", "reason"], registry=REGISTRY)
+ACTIONS_REROUTED = Counter("choreo_actions_rerouted_total",
+                           "Actions drained from a down agent's inbox and routed again.",
+                           ["capability"], registry=REGISTRY)

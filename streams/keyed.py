@@ -302,11 +302,14 @@ class KeyedEngine:
         """`send` for actions each with the event time of the event that fired it."""
         pending = []
         for action, event_ts in actions:
-            topic = self.runtime.capability_topic(action.capability)
+            topic, route_headers = self.runtime.action_target(action)
             correlation = action.event.correlation_id
+            headers = self.runtime.sign(action.event)
+            if route_headers:
+                headers = [*(headers or []), *route_headers]
             pending.append(await self.runtime.produce(
                 topic, correlation.encode() if correlation else None, action.event.to_bytes(),
-                self.runtime.sign(action.event)))
+                headers))
             ACTIONS_SENT.labels(action.event.payload["pattern_id"], action.capability).inc()
             if event_ts is not None:
                 ACTION_LATENCY.observe(max(0.0, time.time() - event_ts))
