@@ -31,6 +31,7 @@ from choreo.patterns import (
 from choreo.producers import Production, parse_production
 from choreo.schemas import SchemaRegistry, parse_schemas
 from choreo.worker_policy import WorkerPolicies, parse_worker_policies
+from choreo.workflows.definitions import Workflow, parse_workflows, workflow_capabilities
 
 NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 GLOB = re.compile(r"^[A-Za-z0-9_.\-*?\[\]!]+$")
@@ -116,16 +117,19 @@ class Choreography:
     # None when the file has no [schemas] table: ingest then validates nothing more.
     schemas: SchemaRegistry | None = None
     production: Production = field(default_factory=Production)
+    workflows: tuple[Workflow, ...] = ()
 
     @property
     def capabilities(self) -> tuple[str, ...]:
-        """Every capability an action may go to, in first-seen order."""
+        """Every capability an action may go to (patterns' and workflows'), first-seen order."""
         seen: dict[str, None] = {}
         for pattern in self.patterns:
             seen[pattern.capability] = None
             timeout_cap = getattr(pattern, "timeout_capability", None)
             if getattr(pattern, "timeout_action", None):
                 seen[timeout_cap or pattern.capability] = None
+        for capability in workflow_capabilities(self.workflows):
+            seen[capability] = None
         return tuple(seen)
 
     @property
@@ -138,6 +142,8 @@ class Choreography:
             if timeout_action:
                 capability = getattr(pattern, "timeout_capability", None) or pattern.capability
                 out.setdefault(capability, {})[timeout_action] = None
+        for capability, actions in workflow_capabilities(self.workflows).items():
+            out.setdefault(capability, {}).update(actions)
         return {capability: tuple(actions) for capability, actions in out.items()}
 
     def pattern(self, pattern_id: str) -> Pattern | None:
@@ -192,7 +198,7 @@ class _Loader:
 
     def load(self, data: dict[str, Any], source: str) -> Choreography:
         known = {"topics", "defaults", "patterns", "sequences", "workers", "capabilities",
-                 "monitor", "schemas", "events"}
+                 "monitor", "schemas", "events", "workflows"}
         for key in data:
             if key not in known:
                 self.fail("-", key, _unknown(key, known, "top-level table"))
@@ -226,7 +232,9 @@ class _Loader:
             pattern = self.pattern(pattern_id, entry, defaults)
             if pattern is not None:
                 patterns.append(pattern)
-        choreography = Choreography(topics, defaults, tuple(patterns), source)
+        workflows = parse_workflows(data.get("workflows"), self.issues.append)  # type: ignore[arg-type]
+        choreography = Choreography(topics, defaults, tuple(patterns), source,
+                                    workflows=workflows)
         workers = parse_worker_policies(data.get("workers", {}), data.get("capabilities", {}),
                                         choreography.capabilities, self.fail)
         monitor = parse_monitor(data.get("monitor"), self.fail)
@@ -235,7 +243,7 @@ class _Loader:
         production = parse_production(data.get("capabilities", {}), data.get("events"),
                                       choreography.sends, self.fail)
         return Choreography(topics, defaults, tuple(patterns), source, workers, monitor,
-                            schemas, production)
+                            schemas, production, workflows)
 
     def topics(self, raw: object) -> Topics:
         if not isinstance(raw, dict):
