@@ -181,9 +181,14 @@ def create_app(settings: Settings, choreography: Choreography | None = None) -> 
 
 
 def load_handlers(spec: str) -> Any:
-    """The handlers named by `module:attribute` (CHOREO_HANDLERS)."""
-    module, _, attribute = spec.partition(":")
-    return getattr(importlib.import_module(module), attribute or "HANDLERS")
+    """The handlers named by `module:attribute` (CHOREO_HANDLERS); several, comma-separated,
+    are merged (a later one's capabilities win)."""
+    merged: dict[str, Any] = {}
+    for part in spec.split(","):
+        module, _, attribute = part.strip().partition(":")
+        if module:
+            merged.update(getattr(importlib.import_module(module), attribute or "HANDLERS"))
+    return merged
 
 
 def wire(runtime: Runtime, workers: str = "*") -> Runtime:
@@ -191,11 +196,15 @@ def wire(runtime: Runtime, workers: str = "*") -> Runtime:
     from agents.views import register_worker_views
     from agents.worker import register_workers
     from streams.match_events import register_matcher
+    from streams.orchestrate import register_orchestrator
     from streams.views import register_views
+    from streams.workflow_views import register_workflow_views
 
     if runtime.settings.engine:
         register_matcher(runtime)
+        register_orchestrator(runtime)
     register_workers(runtime, load_handlers(runtime.settings.handlers), select=workers)
     register_views(runtime)
     register_worker_views(runtime)
+    register_workflow_views(runtime)
     return runtime

@@ -400,7 +400,7 @@ class _Run:
         st = self.state
         st["children"] = {}
         for index, child_input in enumerate(inputs):
-            child = f"{st['instance_id']}/{step.name}/{index}"
+            child = f"{st['instance_id']}:{step.name}:{index}"
             st["children"][str(index)] = {"instance_id": child, "status": "running",
                                           "output": None}
             self.emit(START, {"workflow": workflow, "instance_id": child, "input": child_input,
