@@ -428,7 +428,7 @@ class _WorkflowParser:
         try:
             template = compile_params(raw)
         except ParamError as exc:
-            self.fail(name, str(exc))
+            self.fail(f"{name}.{exc.where}" if exc.where else name, str(exc))
             return None
         for where, ref in refs_in(template):
             self.check_ref(f"{name}.{where}" if where else name, ref, earlier,

@@ -32,7 +32,11 @@ _ALIASES = {"context.results": "results", "context.input": "input"}
 
 
 class ParamError(ValueError):
-    """A reference that does not parse; str() says why."""
+    """A reference that does not parse; str() says why, `where` is its place in the template."""
+
+    def __init__(self, message: str, where: str = "") -> None:
+        super().__init__(message)
+        self.where = where
 
 
 @dataclass(frozen=True)
@@ -81,18 +85,22 @@ def parse_ref(text: str) -> Ref:
     return Ref(root, tuple(path), text)
 
 
-def compile_params(value: Any) -> Any:
+def compile_params(value: Any, where: str = "") -> Any:
     """The template with each reference string parsed into a Ref; raises ParamError."""
     if isinstance(value, str):
         if value.startswith("$$"):
             return value[1:]
         if value.startswith("$"):
-            return parse_ref(value)
+            try:
+                return parse_ref(value)
+            except ParamError as exc:
+                raise ParamError(str(exc), where) from None
         return value
     if isinstance(value, Mapping):
-        return {str(k): compile_params(v) for k, v in value.items()}
+        return {str(k): compile_params(v, f"{where}.{k}" if where else str(k))
+                for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [compile_params(v) for v in value]
+        return [compile_params(v, f"{where}[{i}]") for i, v in enumerate(value)]
     return value
 
 

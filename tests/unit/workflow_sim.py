@@ -46,6 +46,7 @@ class Simulation:
     handled: Counter = field(default_factory=Counter)  # action id -> handler runs
     cancelled: set[str] = field(default_factory=set)
     hold: set[str] = field(default_factory=set)  # actions the workers leave unanswered
+    hold_steps: set[str] = field(default_factory=set)  # and steps
     published: list[Event] = field(default_factory=list)  # every event the loop read
 
     def __post_init__(self) -> None:
@@ -108,7 +109,8 @@ class Simulation:
             self.cancelled.add(action.payload["action_id"])
             return
         name = action.payload["action"]
-        if action.event_id in self.cancelled or name in self.hold:
+        if (action.event_id in self.cancelled or name in self.hold
+                or action.payload["workflow"]["step"] in self.hold_steps):
             return
         self.handled[action.event_id] += 1
         if self.handled[action.event_id] > 1:
