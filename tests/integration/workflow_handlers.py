@@ -90,10 +90,8 @@ name = "route"
 [[workflows.steps]]
 name = "decide"
 strategy = "conditional"
-branches = [
-  { name = "big", when = "input.x > 100", capability = "calc", action = "double", params = { x = "$input.x" } },
-]
-default = { capability = "calc", action = "inc", params = { x = "$input.x" } }
+branches = [{ name = "big", when = "input.x > 100", capability = "calc", action = "double" }]
+default = { capability = "calc", action = "inc" }  # without params: the data is the input
 
 [[workflows]]
 name = "mapred"
