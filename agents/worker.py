@@ -29,11 +29,10 @@ import faust
 
 from choreo.actions import ACTION_REQUESTED
 from choreo.app import Runtime, raw_topic
-from choreo.dead_letter import HEADER_PREFIX, Origin, dead_letter_headers
+from choreo.dead_letter import HEADER_PREFIX, Origin
 from choreo.envelope import Event, InvalidEvent, new_event, parse_event
 from choreo.metrics import (
     BREAKER_STATE,
-    DEAD_LETTERED,
     DUPLICATES,
     WORKER_ACTIONS,
     WORKER_RETRIES,
@@ -187,7 +186,8 @@ class CapabilityWorker:
                               source=f"agent.{self.capability}",
                               causation_id=cause.event_id if cause else None)
             await self.runtime.events_topic.send(key=self.capability.encode(),
-                                                 value=event.to_bytes())
+                                                 value=event.to_bytes(),
+                                                 headers=self.runtime.sign(event))
 
     async def attempt_until_done(self, action: Event) -> tuple[Attempt, int]:
         """Attempt the action, waiting for the breaker and backing off; (outcome, attempts)."""
@@ -282,6 +282,14 @@ async def handle_record(worker: CapabilityWorker, record: faust.EventT) -> None:
         action = parse_event(record.value)
         if action.event_type == ACTION_CANCEL and isinstance(action.payload.get("action_id"),
                                                              str):
+            # Checked like an action: a forged cancel must not mark a real action handled.
+            refusal = runtime.guard.check_action(action, message.headers, message.timestamp,
+                                                 event_types=(ACTION_CANCEL,))
+            if refusal is not None:
+                await runtime.dead_letter(record.value, message.key, refusal.reason,
+                                          refusal.detail, origin, stage=f"worker.{capability}",
+                                          topic=worker.dead_letter_topic)
+                return
             note_cancel(worker, action, message.partition, message.offset)
             return
         if action.event_type != ACTION_REQUESTED or not isinstance(
@@ -291,6 +299,13 @@ async def handle_record(worker: CapabilityWorker, record: faust.EventT) -> None:
     except InvalidEvent as exc:
         await runtime.dead_letter(record.value, message.key, exc.reason, exc.detail, origin,
                                   stage=f"worker.{capability}")
+        return
+    # Before the de-duplication table: a forged action must not mark a real one handled.
+    refusal = runtime.guard.check_action(action, message.headers, message.timestamp)
+    if refusal is not None:
+        await runtime.dead_letter(record.value, message.key, refusal.reason, refusal.detail,
+                                  origin, stage=f"worker.{capability}",
+                                  topic=worker.dead_letter_topic)
         return
     handled.advance(message.partition, action.ts)
     redriven_from = _header(message.headers, REDRIVE_HEADER)
@@ -306,8 +321,9 @@ async def handle_record(worker: CapabilityWorker, record: faust.EventT) -> None:
             return
     generation = f"redrive/{redriven_from}/" if redriven_from else ""
     key = action.correlation_id.encode() if action.correlation_id else None
-    await runtime.events_topic.send(
-        key=key, value=started_event(action, capability, generation).to_bytes())
+    started_ev = started_event(action, capability, generation)
+    await runtime.events_topic.send(key=key, value=started_ev.to_bytes(),
+                                    headers=runtime.sign(started_ev))
     started = time.perf_counter()
     outcome, attempts = await worker.attempt_until_done(action)
     duration = time.perf_counter() - started
@@ -316,18 +332,16 @@ async def handle_record(worker: CapabilityWorker, record: faust.EventT) -> None:
     if outcome.error is not None:
         dlq = runtime.choreography.topics.capability_dead_letter_topic(capability)
         extra.update(reason=outcome.reason, dead_letter_topic=dlq)
-        DEAD_LETTERED.labels(outcome.reason).inc()
-        headers = dead_letter_headers(outcome.reason, outcome.error, origin,
-                                      f"worker.{capability}")
-        headers.append((HEADER_PREFIX + "attempts", str(attempts).encode()))
-        await worker.dead_letter_topic.send(key=message.key, value=record.value,
-                                            headers=headers)
-        log.warning("action %s (%s) dead-lettered to %s after %d attempt(s): %s",
-                    action.event_id, action.payload["action"], dlq, attempts, outcome.error)
+        await runtime.dead_letter(record.value, message.key, outcome.reason, outcome.error,
+                                  origin, f"worker.{capability}", topic=worker.dead_letter_topic,
+                                  extra=[(HEADER_PREFIX + "attempts", str(attempts).encode())])
+        log.warning("action %s (%s) dead-lettered to %s after %d attempt(s)",
+                    action.event_id, action.payload["action"], dlq, attempts)
     WORKER_ACTIONS.labels(capability, "failed" if outcome.error else "completed").inc()
     for event in outcome_events(action, capability, outcome.results, outcome.error, duration,
                                 generation=generation, extra=extra):
-        await runtime.events_topic.send(key=key, value=event.to_bytes())
+        await runtime.events_topic.send(key=key, value=event.to_bytes(),
+                                        headers=runtime.sign(event))
     handled.put(action.event_id, action.ts, message.partition,
                 [message.offset, "dead_lettered" if outcome.error else "completed",
                  INCARNATION])

@@ -1,8 +1,10 @@
 """Faust pass-through: `faust -A bench.faust_passthrough worker` forwards each record unchanged.
 
 Settings come from BENCH_* variables set by the harness (this module is never imported by
-tests). The app uses the engine's producer and consumer settings, a memory store and raw
-bytes, so the difference to the engine is the engine's own work.
+tests). Stock (the `faust` scenario): Faust's own defaults, a memory store and raw bytes.
+With BENCH_TUNED=1 (`faust-tuned`): what the engine does to Faust, its fetch-loop fast path
+(choreo/faust_fastpath.py), quiet library loggers and a 5 ms producer linger, so the
+difference to the engine is the engine's own work.
 """
 
 from __future__ import annotations
@@ -10,6 +12,12 @@ from __future__ import annotations
 import os
 
 import faust
+
+from choreo import faust_fastpath
+
+TUNED = os.environ.get("BENCH_TUNED") == "1"
+if TUNED:
+    faust_fastpath.install()
 
 app = faust.App(
     os.environ.get("BENCH_APP_ID", "bench-faust"),
@@ -24,11 +32,18 @@ app = faust.App(
     consumer_auto_offset_reset="earliest",
     autodiscover=False,
     producer_acks=-1,
+    producer_linger=0.005 if TUNED else 0.0,
 )
 source = app.topic(os.environ.get("BENCH_IN", "bench.in"), key_type=bytes, value_type=bytes,
                    key_serializer="raw", value_serializer="raw")
 sink = app.topic(os.environ.get("BENCH_OUT", "bench.out"), key_type=bytes, value_type=bytes,
                  key_serializer="raw", value_serializer="raw")
+
+
+@app.task
+async def quiet_loggers() -> None:
+    if TUNED:
+        faust_fastpath.quiet_library_loggers("warn")
 
 
 @app.agent(source, name="forward_events")

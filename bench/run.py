@@ -106,6 +106,8 @@ class Bench:
         found = [
             Scenario("B", "aiokafka", s.passthrough_events, maker=ecommerce_events(self.run_id)),
             Scenario("faust", "faust", s.passthrough_events, maker=ecommerce_events(self.run_id)),
+            Scenario("faust-tuned", "faust", s.passthrough_events,
+                     maker=ecommerce_events(self.run_id)),
             Scenario("ecommerce", "engine", s.engine_events,
                      choreography=ecommerce_choreography(ecommerce_prefix),
                      maker=ecommerce_events(self.run_id),
@@ -215,7 +217,7 @@ class Bench:
             env = {"BENCH_BROKER": f"kafka://{self.bootstrap}", "BENCH_APP_ID": app_id,
                    "BENCH_IN": in_topic, "BENCH_OUT": out_topics[0],
                    "BENCH_WEB_PORT": str(port), "BENCH_DATA_DIR": str(data_dir),
-                   "PYTHONPATH": str(REPO)}
+                   "PYTHONPATH": str(REPO), "BENCH_TUNED": "1" if sc.name == "faust-tuned" else ""}
             argv = [a.format(module="bench.faust_passthrough") for a in faust_argv]
             return Proc(sc.name, argv, env, REPO, logs, port)
         env = {"CHOREO_BROKER": f"kafka://{self.bootstrap}", "CHOREO_APP_ID": app_id,
@@ -238,7 +240,7 @@ class Bench:
                         in_topic: str, out_topics: list[str]) -> int:
         """Records handled so far: the engine's events-in counter (this process), the
         pass-throughs' outputs, or else the group's committed offsets."""
-        if proc.name not in ("B", "faust"):
+        if proc.name not in ("B", "faust", "faust-tuned"):
             counted = await asyncio.to_thread(proc.metric_total, "choreo_events_in_total")
             if counted is not None:
                 return int(counted)

@@ -8,12 +8,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+import orjson
 
+from choreo import faust_fastpath
 from choreo.config import Choreography, load_choreography
-from choreo.dead_letter import Origin, dead_letter_headers
+from choreo.dead_letter import HEADER_PREFIX, Origin, dead_letter_headers
 from choreo.envelope import Event
+from choreo.faust_fastpath import quiet_library_loggers
+from choreo.masking import scrub
 from choreo.matching import EventMatcher, PatternStats
 from choreo.metrics import ALERTS, DEAD_LETTERED
+from choreo.security import Guard, build_guard
 from choreo.settings import Settings
 from choreo.topics import ensure_topics, wait_for_coordinator
 
@@ -35,6 +40,8 @@ class Runtime:
     capability_topics: dict[str, faust.TopicT] = field(default_factory=dict)
     # The capability workers this process runs (agents/worker.py CapabilityWorker).
     workers: dict[str, Any] = field(default_factory=dict)
+    # Signatures, publishers and masking ([security]); does nothing when that is absent.
+    guard: Guard = field(default_factory=Guard)
 
     def __post_init__(self) -> None:
         self.matcher = EventMatcher(self.choreography.patterns, self.stats)
@@ -47,7 +54,12 @@ class Runtime:
         log.warning("alert %s: %s", alert.event_type, alert.payload)
         key = alert.correlation_id or alert.payload.get("event_type")
         return await self.alerts_topic.send(key=key.encode() if key else None,
-                                            value=alert.to_bytes())
+                                            value=alert.to_bytes(),
+                                            headers=self.guard.sign(alert))
+
+    def sign(self, event: Event) -> list[tuple[str, bytes]] | None:
+        """Signature headers for an event this process publishes (None without a key)."""
+        return self.guard.sign(event)
 
     def capability_topic(self, capability: str) -> faust.TopicT:
         topic = self.capability_topics.get(capability)
@@ -56,6 +68,12 @@ class Runtime:
                 self.app, self.choreography.topics.capability_topic(capability)
             )
         return topic
+
+    def signed_topic_names(self) -> list[str]:
+        """The topics whose records are verified: events and every capability topic."""
+        topics = self.choreography.topics
+        return [topics.events_topic,
+                *(topics.capability_topic(c) for c in self.choreography.capabilities)]
 
     def topic_names(self) -> list[str]:
         """Every topic the engine and its workers read or write."""
@@ -66,14 +84,38 @@ class Runtime:
                 *(topics.capability_dead_letter_topic(c) for c in self.choreography.capabilities)]
 
     async def dead_letter(self, value: bytes | None, key: bytes | None, reason: str,
-                          detail: str, origin: Origin, stage: str) -> None:
-        """Send a refused record, bytes untouched, to the dead-letter topic with the reason."""
+                          detail: str, origin: Origin, stage: str,
+                          topic: faust.TopicT | None = None,
+                          extra: list[tuple[str, bytes]] | None = None) -> None:
+        """Send a refused record to the dead-letter topic (or `topic`) with the reason.
+
+        Key and value are kept as they arrived, except the `[security] mask` fields, which
+        are masked in the value (the paths masked are listed in `choreo.dlq.masked`) and
+        scrubbed from the detail.
+        """
         DEAD_LETTERED.labels(reason).inc()
+        value, masked, detail = self.masked_record(value, detail)
         log.warning("dead-lettered %s:%s@%s: %s (%s)", origin.topic, origin.partition,
                     origin.offset, reason, detail[:200])
-        await self.dead_letter_topic.send(
-            key=key, value=value, headers=dead_letter_headers(reason, detail, origin, stage)
-        )
+        headers = dead_letter_headers(reason, detail, origin, stage)
+        if masked:
+            headers.append((HEADER_PREFIX + "masked", ",".join(masked).encode()))
+        await (topic or self.dead_letter_topic).send(key=key, value=value,
+                                                     headers=headers + (extra or []))
+
+    def masked_record(self, value: bytes | None, detail: str
+                      ) -> tuple[bytes | None, list[str], str]:
+        """The value with the sensitive fields masked, the paths masked, the scrubbed detail."""
+        masker = self.guard.masker
+        if not masker or not value:
+            return value, [], detail
+        try:
+            data = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value, [], detail
+        detail = scrub(detail, masker.secrets(data))
+        masked = masker.mask(data)
+        return (orjson.dumps(data) if masked else value), masked, detail
 
 
 def raw_topic(app: faust.App, name: str) -> faust.TopicT:
@@ -132,20 +174,34 @@ class ChoreoApp(faust.App):
     async def on_first_start(self) -> None:
         await super().on_first_start()
         if self.runtime is not None:
-            bootstrap = self.runtime.settings.bootstrap_servers
-            partitions = self.runtime.settings.partitions
-            await ensure_topics(bootstrap, self.runtime.topic_names(), partitions)
+            quiet_library_loggers(self.runtime.settings.log_level)
+            runtime = self.runtime
+            bootstrap = runtime.settings.bootstrap_servers
+            partitions = runtime.settings.partitions
+            client = runtime.settings.kafka_options()
+            names = runtime.topic_names()
+            if runtime.guard.require:
+                # The broker stamps these records' timestamps, against which a signature's
+                # age is judged, so a producer cannot make a replayed record look fresh.
+                signed = runtime.signed_topic_names()
+                await ensure_topics(bootstrap, signed, partitions, client=client,
+                                    config={"message.timestamp.type": "LogAppendTime"})
+                names = [n for n in names if n not in signed]
+            await ensure_topics(bootstrap, names, partitions, client=client)
             # Faust would create the changelogs itself, but an event processed before its
             # consumer's metadata lists them crashes the agent with PartitionsMismatch.
             await ensure_topics(bootstrap, [t.changelog_topic.get_topic_name()
                                             for t in self.tables.values()], partitions,
-                                config={"cleanup.policy": "compact"})
-            await wait_for_coordinator(bootstrap, self.conf.id)
+                                config={"cleanup.policy": "compact"}, client=client)
+            await wait_for_coordinator(bootstrap, self.conf.id, client=client)
 
 
 def create_app(settings: Settings, choreography: Choreography | None = None) -> Runtime:
     """The Faust app with its topics; agents, tables and views are added by `wire`."""
     choreography = choreography or load_choreography(settings.config_path)
+    if settings.fast_path:
+        faust_fastpath.install()
+    guard = build_guard(settings, choreography.security)
     app = ChoreoApp(
         settings.app_id,
         broker=settings.broker,
@@ -165,6 +221,9 @@ def create_app(settings: Settings, choreography: Choreography | None = None) -> 
         table_cleanup_interval=30.0,
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
+        broker_credentials=settings.faust_credentials(),
+        # Faust's /table/<name>/ dumps pattern state, payloads included, unmasked.
+        web_tables_enabled=not guard.masker,
     )
     topics = choreography.topics
     runtime = Runtime(
@@ -175,6 +234,7 @@ def create_app(settings: Settings, choreography: Choreography | None = None) -> 
         dead_letter_topic=raw_topic(app, topics.dead_letter_topic),
         rekeyed_topic=raw_topic(app, topics.rekeyed_topic),
         alerts_topic=raw_topic(app, topics.alerts_topic),
+        guard=guard,
     )
     app.runtime = runtime
     return runtime

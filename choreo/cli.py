@@ -13,34 +13,69 @@ import orjson
 
 from choreo.config import Choreography, ConfigError, load_choreography
 from choreo.dead_letter import read_dead_letter_headers
-from choreo.kafka_io import collect, complete_envelope, key_for, send_all
+from choreo.envelope import InvalidEvent, event_from_mapping, parse_event
+from choreo.kafka_io import Headers, collect, complete_envelope, key_for, send_all
+from choreo.masking import scrub
+from choreo.security import Guard, SecuritySettings, build_guard
 from choreo.settings import Settings
 
 
-def _lines(stream: IO[bytes], raw: bool, source: str, errors: list[str]
-           ) -> Iterator[tuple[bytes | None, bytes]]:
+def _guard(settings: Settings, choreography: Choreography | None) -> Guard:
+    """The keys and masks this command works with; exits with the reason when they are bad."""
+    security = choreography.security if choreography else SecuritySettings()
+    try:
+        return build_guard(settings, security, need_signing=False)
+    except ConfigError as exc:
+        raise SystemExit(f"choreo: {exc}") from None
+
+
+def _signer(guard: Guard):  # noqa: ANN202
+    """Signature headers for a value, or None for one that is not a valid envelope."""
+    def sign(value: bytes | None) -> Headers:
+        try:
+            return guard.sign(parse_event(value))
+        except InvalidEvent:
+            return None
+    return sign if guard.signs else None
+
+
+def _lines(stream: IO[bytes], raw: bool, source: str, errors: list[str],
+           guard: Guard | None = None) -> Iterator[tuple[bytes | None, bytes, Headers]]:
     for number, line in enumerate(stream, 1):
         line = line.rstrip(b"\r\n")
         if not line.strip():
             continue
         if raw:
-            yield None, line
+            yield None, line, None
             continue
         try:
             data = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             errors.append(f"line {number}: not JSON ({exc}); use --raw to send it as it is")
             continue
+        headers = None
         if isinstance(data, dict):
             data = complete_envelope(data, source)
-        yield key_for(data), orjson.dumps(data)
+            if guard is not None and guard.signs:
+                try:
+                    headers = guard.sign(event_from_mapping(data))
+                except InvalidEvent:
+                    pass  # sent unsigned: the engine dead-letters it for what is wrong
+        yield key_for(data), orjson.dumps(data), headers
 
 
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     """Send JSON lines from a file or standard input to the events topic."""
     from tqdm import tqdm
 
-    topic = args.topic or _choreography(settings).topics.events_topic
+    choreography = _load_quietly(settings)
+    if choreography is None and not args.topic:
+        choreography = _choreography(settings)  # exits with the reason
+    topic = args.topic or choreography.topics.events_topic
+    guard = _guard(settings, choreography)
+    if guard.require and not guard.signs:
+        print("warning: signatures are required but no signing key is named (sign_with or "
+              "CHOREO_SIGNING_KEY_ID); events go out unsigned", file=sys.stderr)
     errors: list[str] = []
     stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     total = None
@@ -49,8 +84,8 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     with stream, tqdm(total=total, unit="ev", desc=f"-> {topic}", file=sys.stderr,
                       disable=args.quiet) as bar:
         sent = asyncio.run(send_all(settings.bootstrap_servers, topic,
-                                    _lines(stream, args.raw, args.source, errors),
-                                    on_sent=bar.update))
+                                    _lines(stream, args.raw, args.source, errors, guard),
+                                    on_sent=bar.update, client=settings.kafka_options()))
     for error in errors:
         print(error, file=sys.stderr)
     print(f"sent {sent} event(s) to {topic}" + (f", skipped {len(errors)}" if errors else ""),
@@ -112,7 +147,8 @@ def cmd_trail(args: argparse.Namespace, settings: Settings) -> int:
     choreography = _choreography(settings)
     topics = [choreography.topics.events_topic,
               *(choreography.topics.capability_topic(c) for c in choreography.capabilities)]
-    records = asyncio.run(collect(settings.bootstrap_servers, topics, idle=args.idle))
+    records = asyncio.run(collect(settings.bootstrap_servers, topics, idle=args.idle,
+                                  client=settings.kafka_options()))
     rows = []
     for record in records:
         try:
@@ -140,13 +176,23 @@ def format_trail_line(data: dict) -> str:
 
 def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
     """Print the dead-letter topic's records with their reasons."""
-    topic = _choreography(settings).topics.dead_letter_topic
-    records = asyncio.run(collect(settings.bootstrap_servers, [topic], idle=args.idle))
+    choreography = _choreography(settings)
+    masker = Guard(choreography.security).masker
+    topic = choreography.topics.dead_letter_topic
+    records = asyncio.run(collect(settings.bootstrap_servers, [topic], idle=args.idle,
+                                  client=settings.kafka_options()))
     for record in records[-args.last:]:
         info = read_dead_letter_headers(record.headers)
-        preview = (record.value or b"")[:80]
+        value, detail = record.value or b"", info.get("detail") or ""
+        if masker:  # records dead-lettered before the mask was configured
+            try:
+                data = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                data = None
+            detail = scrub(detail, masker.secrets(data))
+            value = masker.mask_bytes(value)[0] or b""
         print(f"{info.get('topic')}:{info.get('partition')}@{info.get('offset')} "
-              f"{info.get('reason')}: {info.get('detail')}  value={preview!r}")
+              f"{info.get('reason')}: {detail}  value={value[:80]!r}")
     return 0
 
 
@@ -176,13 +222,22 @@ def cmd_redrive(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{record.topic}:{record.partition}@{record.offset} "
                   f"{info.get('reason')}: {(info.get('detail') or '')[:80]} {where}")
 
+    guard = _guard(settings, choreography)
     report = asyncio.run(redrive(settings.bootstrap_servers, source, allowed, group=group,
-                                 dry_run=args.dry_run, limit=args.limit, on_record=show))
+                                 dry_run=args.dry_run, limit=args.limit, on_record=show,
+                                 client=settings.kafka_options(), sign=_signer(guard)))
     verb = "would re-drive" if args.dry_run else "re-drove"
     targets = ", ".join(f"{n} to {t}" for t, n in sorted(report.sent.items())) or "nothing"
     print(f"{verb} {report.total} record(s) from {source} ({targets}); "
           f"{len(report.unroutable)} could not be re-driven; group {group}", file=sys.stderr)
     return 1 if report.unroutable else 0
+
+
+def _load_quietly(settings: Settings) -> Choreography | None:
+    try:
+        return load_choreography(settings.config_path)
+    except ConfigError:
+        return None
 
 
 def _choreography(settings: Settings):  # noqa: ANN202

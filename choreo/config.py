@@ -30,6 +30,7 @@ from choreo.patterns import (
 )
 from choreo.producers import Production, parse_production
 from choreo.schemas import SchemaRegistry, parse_schemas
+from choreo.security import SecuritySettings, parse_security
 from choreo.worker_policy import WorkerPolicies, parse_worker_policies
 from choreo.workflows.definitions import Workflow, parse_workflows, workflow_capabilities
 
@@ -117,6 +118,7 @@ class Choreography:
     # None when the file has no [schemas] table: ingest then validates nothing more.
     schemas: SchemaRegistry | None = None
     production: Production = field(default_factory=Production)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
     workflows: tuple[Workflow, ...] = ()
 
     @property
@@ -198,7 +200,7 @@ class _Loader:
 
     def load(self, data: dict[str, Any], source: str) -> Choreography:
         known = {"topics", "defaults", "patterns", "sequences", "workers", "capabilities",
-                 "monitor", "schemas", "events", "workflows"}
+                 "monitor", "schemas", "events", "security", "workflows"}
         for key in data:
             if key not in known:
                 self.fail("-", key, _unknown(key, known, "top-level table"))
@@ -242,8 +244,10 @@ class _Loader:
         schemas = parse_schemas(data.get("schemas"), base_dir, self.fail)
         production = parse_production(data.get("capabilities", {}), data.get("events"),
                                       choreography.sends, self.fail)
+        security = parse_security(data.get("security"), base_dir, defaults.dedup_horizon,
+                                  self.fail)
         return Choreography(topics, defaults, tuple(patterns), source, workers, monitor,
-                            schemas, production, workflows)
+                            schemas, production, security, workflows)
 
     def topics(self, raw: object) -> Topics:
         if not isinstance(raw, dict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,16 +73,25 @@ def key_for(data: Any) -> bytes | None:
     return key.encode() if isinstance(key, str) and key else None
 
 
-async def send_all(bootstrap: str, topic: str, values: Iterable[tuple[bytes | None, bytes]],
-                   on_sent: Any = None) -> int:
-    """Send (key, value) pairs and wait until every one is acknowledged."""
-    prod = producer(bootstrap)
+Headers = list[tuple[str, bytes]] | None
+
+
+async def send_all(bootstrap: str, topic: str,
+                   values: Iterable[tuple[bytes | None, bytes] | tuple[bytes | None, bytes,
+                                                                       Headers]],
+                   on_sent: Any = None, client: Mapping[str, Any] | None = None) -> int:
+    """Send (key, value) or (key, value, headers) and wait until every one is acknowledged.
+
+    `client` adds aiokafka options (TLS, SASL: Settings.kafka_options()).
+    """
+    prod = producer(bootstrap, **(client or {}))
     await prod.start()
     sent = 0
     try:
         pending = []
-        for key, value in values:
-            pending.append(await prod.send(topic, value=value, key=key))
+        for key, value, *headers in values:
+            pending.append(await prod.send(topic, value=value, key=key,
+                                           headers=headers[0] if headers else None))
             if len(pending) >= 500:
                 await asyncio.gather(*pending)
                 sent += len(pending)
@@ -103,10 +112,12 @@ async def send_events(bootstrap: str, topic: str, events: Iterable[dict[str, Any
 
 
 async def read_records(bootstrap: str, topics: Iterable[str], *, idle: float = 1.0,
-                       timeout: float = 30.0) -> AsyncIterator[Record]:
+                       timeout: float = 30.0, client: Mapping[str, Any] | None = None
+                       ) -> AsyncIterator[Record]:
     """Read the topics from the beginning until nothing new arrives for `idle` seconds."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", group_id=None)
+                                auto_offset_reset="earliest", group_id=None,
+                                **(client or {}))
     await consumer.start()
     try:
         partitions = []

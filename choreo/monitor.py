@@ -137,6 +137,7 @@ class _Rate:
     first_minute: int | None = None
     spiking: bool = False
     episodes: int = 0
+    last_spiking: int | None = None  # the newest minute at which the type was spiking
 
 
 @dataclass
@@ -188,7 +189,13 @@ class RateMonitor:
         baseline = base / baseline_minutes
         spiking = per_minute >= s.spike_min_per_minute and per_minute > s.spike_factor * baseline
         was, rate.spiking = rate.spiking, spiking
-        if not spiking or was:
+        if not spiking:
+            return None
+        last, rate.last_spiking = rate.last_spiking, max(minute, rate.last_spiking or minute)
+        # One alert per episode. Partitions read at different speeds can make the check
+        # flicker off and on within a spike (old events land in the baseline late); an
+        # episode ends only after a whole spike window without spiking.
+        if was or (last is not None and minute - last <= recent_minutes):
             return None
         rate.episodes += 1
         return alert_event("rate_spike", event.event_type, event.ts, {

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from choreo.dead_letter import read_dead_letter_headers
-from choreo.kafka_io import Record, producer
+from choreo.kafka_io import Headers, Record, producer
+from choreo.signing import REASONS
 
 REDRIVE_HEADER = "choreo.redrive.from"
 
@@ -43,7 +45,15 @@ class RedriveReport:
 
 def target_of(record: Record, allowed: Collection[str]) -> tuple[str | None, str]:
     """The topic a dead-lettered record came from, or None and why it cannot go back."""
-    origin = read_dead_letter_headers(record.headers).get("topic")
+    info = read_dead_letter_headers(record.headers)
+    origin = info.get("topic")
+    if info.get("reason") in REASONS:
+        # Sending it back signed by whoever runs this would vouch for a forged record.
+        return None, (f"refused by the security checks ({info['reason']}); have its "
+                      "publisher send it again, signed")
+    if info.get("masked"):
+        return None, (f"{info['masked']} masked when dead-lettered; the original "
+                      "values are not kept")
     if not origin:
         return None, "no choreo.dlq.topic header"
     if origin not in allowed:
@@ -54,13 +64,19 @@ def target_of(record: Record, allowed: Collection[str]) -> tuple[str | None, str
 async def redrive(bootstrap: str, dead_letter_topic: str, allowed: Collection[str], *,
                   group: str | None = None, dry_run: bool = False, limit: int | None = None,
                   on_record: Callable[[Record, str | None, str], None] | None = None,
-                  timeout: float = 60.0) -> RedriveReport:
-    """Send the records past the group's committed offsets back; commit unless dry_run."""
+                  timeout: float = 60.0, client: Mapping[str, Any] | None = None,
+                  sign: Callable[[bytes | None], Headers] | None = None) -> RedriveReport:
+    """Send the records past the group's committed offsets back; commit unless dry_run.
+
+    `sign` gives fresh signature headers for a value (the original signature would be
+    stale by now); `client` adds aiokafka options (TLS, SASL).
+    """
     report = RedriveReport()
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group or default_group(
-        dead_letter_topic), enable_auto_commit=False, auto_offset_reset="earliest")
+        dead_letter_topic), enable_auto_commit=False, auto_offset_reset="earliest",
+        **(client or {}))
     await consumer.start()
-    prod = None if dry_run else producer(bootstrap)
+    prod = None if dry_run else producer(bootstrap, **(client or {}))
     if prod is not None:
         await prod.start()
     try:
@@ -104,8 +120,10 @@ async def redrive(bootstrap: str, dead_letter_topic: str, allowed: Collection[st
                         report.sent[target] += 1
                         if prod is not None:
                             source = f"{r.topic}:{r.partition}:{r.offset}".encode()
+                            headers = [(REDRIVE_HEADER, source), *((sign and sign(r.value))
+                                                                   or ())]
                             pending.append(await prod.send(target, key=r.key, value=r.value,
-                                                           headers=[(REDRIVE_HEADER, source)]))
+                                                           headers=headers))
                     done[tp] = r.offset + 1
                 # The consumer may have fetched past the record where the limit stopped us.
                 if tp in done:

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 BUNDLED_CONFIG = Path(__file__).parent / "choreographies" / "ecommerce.toml"
 
@@ -44,6 +45,24 @@ def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ValueError(f"{name} must be on or off, got {raw!r}")
 
 
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(name) or "").strip().upper()
+    if raw == "":
+        return default
+    if raw not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name) or ""
+    return Path(raw) if raw else None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a worker reads from its environment; every field has a default."""
@@ -64,13 +83,34 @@ class Settings:
     # Whether this process runs the engine (match_events, keyed patterns, their views);
     # CHOREO_ENGINE=off makes a process of capability workers only.
     engine: bool = True
+    # Deliver fetched records to the streams without four tasks per record
+    # (choreo/faust_fastpath.py); CHOREO_FAST_PATH=off keeps Faust's own delivery.
+    fast_path: bool = True
+    # The engine applies events in batches of up to `batch_size`, waiting at most
+    # `batch_wait` seconds to fill one: each key's state is written once per batch and the
+    # batch's actions are acknowledged together (Kafka Streams' record cache, in effect).
+    batch_size: int = 500
+    batch_wait: float = 0.005
+    # Signing keys (choreo/signing.py): a key file, and/or `id=secret` pairs, and the id
+    # this process signs with. Never printed.
+    signing_keys_file: Path | None = None
+    signing_keys: str = field(default="", repr=False)
+    signing_key_id: str = ""
+    # How every Kafka client connects (Faust's and the plain aiokafka ones).
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False)
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from CHOREO_* variables; unset ones keep their defaults."""
         env = os.environ if env is None else env
         default = cls()
-        return cls(
+        settings = cls(
             broker=env.get("CHOREO_BROKER") or default.broker,
             config_path=Path(env.get("CHOREO_CONFIG") or default.config_path),
             app_id=env.get("CHOREO_APP_ID") or default.app_id,
@@ -83,7 +123,24 @@ class Settings:
             handlers=env.get("CHOREO_HANDLERS") or default.handlers,
             session_timeout=_float(env, "CHOREO_SESSION_TIMEOUT", default.session_timeout),
             engine=_switch(env, "CHOREO_ENGINE", default.engine),
+            fast_path=_switch(env, "CHOREO_FAST_PATH", default.fast_path),
+            batch_size=_int(env, "CHOREO_BATCH_SIZE", default.batch_size),
+            batch_wait=_float(env, "CHOREO_BATCH_WAIT", default.batch_wait),
+            signing_keys_file=_path(env, "CHOREO_SIGNING_KEYS_FILE"),
+            signing_keys=env.get("CHOREO_SIGNING_KEYS") or "",
+            signing_key_id=env.get("CHOREO_SIGNING_KEY_ID") or "",
+            security_protocol=_choice(env, "CHOREO_SECURITY_PROTOCOL",
+                                      default.security_protocol, PROTOCOLS),
+            sasl_mechanism=_choice(env, "CHOREO_SASL_MECHANISM", default.sasl_mechanism,
+                                   MECHANISMS),
+            sasl_username=env.get("CHOREO_SASL_USERNAME") or "",
+            sasl_password=env.get("CHOREO_SASL_PASSWORD") or "",
+            ssl_cafile=_path(env, "CHOREO_SSL_CAFILE"),
+            ssl_certfile=_path(env, "CHOREO_SSL_CERTFILE"),
+            ssl_keyfile=_path(env, "CHOREO_SSL_KEYFILE"),
         )
+        settings.check_kafka_security()
+        return settings
 
     @property
     def bootstrap_servers(self) -> str:
@@ -91,3 +148,57 @@ class Settings:
         return ",".join(
             part.split("://", 1)[-1] for part in self.broker.replace(";", ",").split(",") if part
         )
+
+    def check_kafka_security(self) -> None:
+        """Raise ValueError naming the variable when the TLS/SASL settings do not fit."""
+        if self.security_protocol.startswith("SASL_") and not (self.sasl_username
+                                                                and self.sasl_password):
+            raise ValueError(f"CHOREO_SECURITY_PROTOCOL={self.security_protocol} needs "
+                             "CHOREO_SASL_USERNAME and CHOREO_SASL_PASSWORD")
+        if not self.security_protocol.endswith("SSL"):
+            for name, value in (("CHOREO_SSL_CAFILE", self.ssl_cafile),
+                                ("CHOREO_SSL_CERTFILE", self.ssl_certfile),
+                                ("CHOREO_SSL_KEYFILE", self.ssl_keyfile)):
+                if value is not None:
+                    raise ValueError(f"{name} is set but CHOREO_SECURITY_PROTOCOL is "
+                                     f"{self.security_protocol}; use SSL or SASL_SSL")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("CHOREO_SSL_KEYFILE needs CHOREO_SSL_CERTFILE")
+
+    def ssl_context(self) -> Any:
+        """The TLS context for SSL and SASL_SSL (system CAs unless CHOREO_SSL_CAFILE)."""
+        if not self.security_protocol.endswith("SSL"):
+            return None
+        from aiokafka.helpers import create_ssl_context
+
+        return create_ssl_context(
+            cafile=str(self.ssl_cafile) if self.ssl_cafile else None,
+            certfile=str(self.ssl_certfile) if self.ssl_certfile else None,
+            keyfile=str(self.ssl_keyfile) if self.ssl_keyfile else None,
+        )
+
+    def kafka_options(self) -> dict[str, Any]:
+        """Keyword arguments for every aiokafka client (producer, consumer, admin)."""
+        if self.security_protocol == "PLAINTEXT":
+            return {}
+        options: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL_"):
+            options.update(sasl_mechanism=self.sasl_mechanism,
+                           sasl_plain_username=self.sasl_username,
+                           sasl_plain_password=self.sasl_password)
+        context = self.ssl_context()
+        if context is not None:
+            options["ssl_context"] = context
+        return options
+
+    def faust_credentials(self) -> Any:
+        """Faust's `broker_credentials` for the same settings (None for PLAINTEXT)."""
+        import faust
+
+        if self.security_protocol == "PLAINTEXT":
+            return None
+        if self.security_protocol == "SSL":
+            return faust.SSLCredentials(self.ssl_context())
+        return faust.SASLCredentials(username=self.sasl_username, password=self.sasl_password,
+                                     mechanism=self.sasl_mechanism,
+                                     ssl_context=self.ssl_context())

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -14,10 +15,13 @@ log = logging.getLogger(__name__)
 
 
 async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int,
-                        replication: int = 1, config: dict[str, str] | None = None
-                        ) -> list[str]:
-    """Create any missing topics (with `config`, e.g. compaction); return the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+                        replication: int = 1, config: dict[str, str] | None = None,
+                        client: Mapping[str, Any] | None = None) -> list[str]:
+    """Create any missing topics (with `config`, e.g. compaction); return the names created.
+
+    `client` adds aiokafka options (TLS, SASL: Settings.kafka_options()).
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(client or {}))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -37,14 +41,15 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int,
         await admin.close()
 
 
-async def wait_for_coordinator(bootstrap: str, group_id: str, timeout: float = 60.0) -> None:
+async def wait_for_coordinator(bootstrap: str, group_id: str, timeout: float = 60.0,
+                               client: Mapping[str, Any] | None = None) -> None:
     """Wait until the broker can coordinate `group_id`.
 
     A broker that has just been formatted creates its offsets topic on the first group
     request; a Faust consumer that joins during that window has been seen to stop
     fetching from some of its partitions, so the worker waits here first.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(client or {}))
     await admin.start()
     deadline = time.monotonic() + timeout
     try:

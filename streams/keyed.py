@@ -21,11 +21,13 @@ naming the partition with `writing_partition`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 import faust
 import orjson
@@ -49,7 +51,14 @@ from choreo.metrics import (
 from choreo.monitor import slow_flow_alert
 from choreo.patterns import Pattern
 from tables.dedup import dedup_key
-from tables.pattern_state import PatternStateTable, partition_for, writing_partition
+from tables.pattern_state import (
+    BatchWrites,
+    PatternStateTable,
+    Slot,
+    partition_for,
+    processing,
+    writing_partition,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +70,19 @@ TICK_SECONDS = 1.0
 EXPIRE_BATCH = 500  # deadlines run under one hold of the lock
 
 Group = str | None  # a group_by path; None = metadata.correlation_id
+
+
+@dataclass
+class Batch:
+    """What a batch of records did to keyed state, held until the batch ends."""
+
+    writes: BatchWrites
+    actions: list[tuple[Action, float | None]] = field(default_factory=list)
+    elsewhere: list[tuple[Sequence[Action], Group, str]] = field(default_factory=list)
+
+
+# The batch the current task is applying (each agent runs in a task of its own).
+_BATCH: ContextVar[Batch | None] = ContextVar("choreo_batch", default=None)
 
 
 @dataclass(frozen=True)
@@ -138,66 +160,122 @@ class KeyedEngine:
 
     # --- applying -----------------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[Batch]:
+        """Apply a batch of records under one hold of the lock: the state each key ends with
+        is written once, after every action of the batch has been acknowledged.
+
+        A crash before the end writes nothing, and the batch's records are read again (their
+        offsets are committed only after the batch): the same actions go out again with
+        the same ids, which the workers drop.
+        """
+        async with self.lock:
+            batch = Batch(BatchWrites(self.store, self.runtime.events_topic.get_topic_name()))
+            token = _BATCH.set(batch)
+            try:
+                yield batch
+            finally:
+                _BATCH.reset(token)
+            await self.send_timed(batch.actions)
+            batch.writes.flush(self.deadline_of)
+        for actions, group, key in batch.elsewhere:
+            await self.note_elsewhere(actions, group, key)
+
     async def apply(self, group: Group, key: str, event: Event, partition: int, source: str,
                     offset: int, notes: Iterable[dict] = (),
                     origin: Origin | None = None) -> Applied:
-        """Apply one event to every pattern of `group` for `key`, and to its correlation."""
+        """Apply one event to every pattern of `group` for `key`, and to its correlation.
+
+        Inside `batch()` the actions and writes wait for the end of the batch; alone, the
+        actions are sent and acknowledged, then the state is written.
+        """
+        batch = _BATCH.get()
+        if batch is not None:  # the batch holds the lock
+            return await self._apply(batch, group, key, event, partition, source, offset,
+                                     notes, origin)
         async with self.lock:
-            clock = f"{source}{partition}"
-            # A record read again after a restart is judged as when first read: on time.
-            wm = (-math.inf if self.store.is_replay(clock, offset)
-                  else self.store.watermark(clock))
-            writes: list[tuple[str, dict | None, dict[str, int], bool]] = []
-            actions: list[Action] = []
-            late: list[str] = []
-            for pattern in self.groups[group].for_type(event.event_type):
-                slot = self.store.load(pattern.id, key)
-                if slot is not None and slot.applied(source, offset):
-                    continue  # this record's effect is already stored (replayed after a crash)
-                outcome = self.matchers[pattern.id].on_event(slot.state if slot else None,
-                                                             event, wm)
-                if outcome.late:
-                    late.append(pattern.id)
-                if outcome.state != (slot.state if slot else None) or outcome.actions:
-                    offsets = {**(slot.offsets if slot else {}), source: offset}
-                    writes.append((pattern.id, outcome.state, offsets, slot is not None))
-                actions += outcome.actions
-            actions = by_priority(actions)
-            alert = None
-            if group is None:
-                slot = self.store.load(TRACKER_ID, key)
-                if slot is None or not slot.applied(source, offset):
-                    before = slot.state if slot else None
-                    alert = slow_flow_alert(self.runtime.choreography.monitor, before, event)
-                    position = (origin.partition, origin.offset) if origin else None
-                    state = self.tracker.on_event(before, event, wm, position).state
-                    if alert is not None and state is not None:
-                        state["slow_alerted"] = True
-                    state = self.tracker.note_actions(
-                        state, key, [*notes, *(action_note(a) for a in actions)])
-                    writes.append((TRACKER_ID, state,
-                                   {**(slot.offsets if slot else {}), source: offset},
-                                   slot is not None))
-            await self.send(actions, event.ts)
-            if alert is not None:
-                await (await self.runtime.alert(alert))
-            for pattern_id, state, offsets, existed in writes:
-                self.store.save(pattern_id, key, partition, state, offsets,
-                                self.deadline_of(pattern_id, state), existed)
-        await self.note_elsewhere(actions, group, key)
+            result = await self._apply(None, group, key, event, partition, source, offset,
+                                       notes, origin)
+        await self.note_elsewhere(result.actions, group, key)
+        return result
+
+    async def _apply(self, batch: Batch | None, group: Group, key: str, event: Event,
+                     partition: int, source: str, offset: int, notes: Iterable[dict],
+                     origin: Origin | None) -> Applied:
+        clock = f"{source}{partition}"
+        # A record read again after a restart is judged as when first read: on time.
+        wm = (-math.inf if self.store.is_replay(clock, offset)
+              else self.store.watermark(clock))
+        writes: list[tuple[str, dict | None, dict[str, int], bool]] = []
+        actions: list[Action] = []
+        late: list[str] = []
+        load = batch.writes.load if batch is not None else self.store.load
+        for pattern in self.groups[group].for_type(event.event_type):
+            slot = load(pattern.id, key)
+            if slot is not None and slot.applied(source, offset):
+                continue  # this record's effect is already stored (replayed after a crash)
+            outcome = self.matchers[pattern.id].on_event(slot.state if slot else None,
+                                                         event, wm)
+            if outcome.late:
+                late.append(pattern.id)
+            if outcome.state != (slot.state if slot else None) or outcome.actions:
+                offsets = {**(slot.offsets if slot else {}), source: offset}
+                writes.append((pattern.id, outcome.state, offsets, slot is not None))
+            actions += outcome.actions
+        actions = by_priority(actions)
+        alert = None
+        if group is None:
+            slot = load(TRACKER_ID, key)
+            if slot is None or not slot.applied(source, offset):
+                before = slot.state if slot else None
+                alert = slow_flow_alert(self.runtime.choreography.monitor, before, event)
+                position = (origin.partition, origin.offset) if origin else None
+                state = self.tracker.on_event(before, event, wm, position).state
+                if alert is not None and state is not None:
+                    state["slow_alerted"] = True
+                state = self.tracker.note_actions(
+                    state, key, [*notes, *(action_note(a) for a in actions)])
+                writes.append((TRACKER_ID, state,
+                               {**(slot.offsets if slot else {}), source: offset},
+                               slot is not None))
+        if alert is not None:
+            await (await self.runtime.alert(alert))
+        if batch is not None:
+            batch.actions += [(a, event.ts) for a in actions]
+            for pattern_id, state, offsets, _existed in writes:
+                batch.writes.save(pattern_id, key, partition, state, offsets)
+            if actions:
+                batch.elsewhere.append((actions, group, key))
+            return Applied(actions, late)
+        await self.send(actions, event.ts)
+        for pattern_id, state, offsets, existed in writes:
+            self.store.save(pattern_id, key, partition, state, offsets,
+                            self.deadline_of(pattern_id, state), existed)
         return Applied(actions, late)
 
     async def apply_note(self, key: str, notes: list[dict], partition: int,
                          offset: int) -> None:
         """Record actions fired elsewhere on this correlation's summary."""
+        batch = _BATCH.get()
+        if batch is not None:
+            noted = self._note(batch.writes.load(TRACKER_ID, key), key, notes, offset)
+            if noted is not None:
+                batch.writes.save(TRACKER_ID, key, partition, *noted)
+            return
         async with self.lock:
             slot = self.store.load(TRACKER_ID, key)
-            if slot is not None and slot.applied("r", offset):
-                return
-            state = self.tracker.note_actions(slot.state if slot else None, key, notes)
-            offsets = {**(slot.offsets if slot else {}), "r": offset}
-            self.store.save(TRACKER_ID, key, partition, state, offsets,
-                            self.tracker.deadline(state), slot is not None)
+            noted = self._note(slot, key, notes, offset)
+            if noted is not None:
+                self.store.save(TRACKER_ID, key, partition, noted[0], noted[1],
+                                self.tracker.deadline(noted[0]), slot is not None)
+
+    def _note(self, slot: Slot | None, key: str, notes: list[dict],
+              offset: int) -> tuple[dict | None, dict[str, int]] | None:
+        """The correlation summary with `notes` added, and its offsets; None if done before."""
+        if slot is not None and slot.applied("r", offset):
+            return None
+        state = self.tracker.note_actions(slot.state if slot else None, key, notes)
+        return state, {**(slot.offsets if slot else {}), "r": offset}
 
     async def note_elsewhere(self, actions: Sequence[Action], group: Group, key: str) -> None:
         """Actions on another correlation than the key's go to that correlation's summary."""
@@ -216,12 +294,18 @@ class KeyedEngine:
 
         Unwaited sends are still checked: a failed one stops the next commit (`guard_sends`).
         """
+        await self.send_timed([(a, event_ts) for a in actions], wait)
+
+    async def send_timed(self, actions: Sequence[tuple[Action, float | None]],
+                         wait: bool = True) -> None:
+        """`send` for actions each with the event time of the event that fired it."""
         pending = []
-        for action in actions:
+        for action, event_ts in actions:
             topic = self.runtime.capability_topic(action.capability)
             correlation = action.event.correlation_id
             pending.append(await topic.send(key=correlation.encode() if correlation else None,
-                                            value=action.event.to_bytes()))
+                                            value=action.event.to_bytes(),
+                                            headers=self.runtime.sign(action.event)))
             ACTIONS_SENT.labels(action.event.payload["pattern_id"], action.capability).inc()
             if event_ts is not None:
                 ACTION_LATENCY.observe(max(0.0, time.time() - event_ts))
@@ -322,9 +406,18 @@ def register_keyed(runtime: Runtime) -> KeyedEngine:
     engine = KeyedEngine(runtime)
     app = runtime.app
 
+    size, wait = runtime.settings.batch_size, runtime.settings.batch_wait
+
     async def apply_rekeyed(stream: faust.StreamT) -> None:
-        async for record in stream.events():
-            await process_rekeyed(runtime, engine, record)
+        if size <= 1:
+            async for record in stream.events():
+                await process_rekeyed(runtime, engine, record)
+            return
+        async for records in stream.take_events(size, within=wait):
+            async with engine.batch():
+                for record in records:
+                    with processing(record):
+                        await process_rekeyed(runtime, engine, record)
 
     app.agent(engine.rekeyed_topic, name="apply_rekeyed")(apply_rekeyed)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import faust
 
@@ -14,6 +15,7 @@ from choreo.monitor import RateMonitor
 from streams.keyed import KeyedEngine, register_keyed
 from tables.dedup import dedup_key, seen_events_table
 from tables.expiring import ExpiringTable
+from tables.pattern_state import processing
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +33,27 @@ def register_matcher(runtime: Runtime) -> None:
     runtime.keyed = engine  # type: ignore[attr-defined]
     rates = RateMonitor(choreography.monitor)
 
+    size, wait = runtime.settings.batch_size, runtime.settings.batch_wait
+
     async def match_events(stream: faust.StreamT) -> None:
-        async for record in stream.events():
-            await process_record(runtime, seen, record, engine, rates)
+        if size <= 1:
+            async for record in stream.events():
+                await process_record(runtime, seen, record, engine, rates)
+            return
+        async for records in stream.take_events(size, within=wait):
+            await process_batch(runtime, seen, records, engine, rates)
 
     runtime.app.agent(runtime.events_topic, name="match_events")(match_events)
+
+
+async def process_batch(runtime: Runtime, seen: ExpiringTable, records: Sequence[faust.EventT],
+                        engine: KeyedEngine, rates: RateMonitor | None = None) -> None:
+    """Handle records in order, with keyed state written and actions acknowledged once for
+    the batch (`KeyedEngine.batch`); Faust acks the records after this returns."""
+    async with engine.batch():
+        for record in records:
+            with processing(record):
+                await process_record(runtime, seen, record, engine, rates)
 
 
 async def process_record(runtime: Runtime, seen: ExpiringTable, record: faust.EventT,
@@ -44,8 +62,13 @@ async def process_record(runtime: Runtime, seen: ExpiringTable, record: faust.Ev
     message = record.message
     origin = Origin(message.topic, message.partition, message.offset)
     schemas = runtime.choreography.schemas
+    guard = runtime.guard
     try:
         event = parse_event(record.value, runtime.choreography.defaults.max_event_bytes)
+        if guard.active:  # signature, then publishers: before anything else reads the event
+            refusal = guard.check(event, message.headers, message.timestamp)
+            if refusal is not None:
+                raise InvalidEvent(refusal.reason, refusal.detail)
         if schemas is not None:
             schemas.check(event)  # raises InvalidEvent("schema_violation", "<path>: <error>")
     except InvalidEvent as exc:

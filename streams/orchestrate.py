@@ -87,6 +87,9 @@ class Orchestrator:
                                 self.runtime.choreography.defaults.max_event_bytes)
         except InvalidEvent:
             return  # match_events dead-letters it
+        guard = self.runtime.guard
+        if guard.active and guard.check(event, message.headers, message.timestamp):
+            return  # unsigned, forged or unauthorized: match_events dead-letters it
         for workflow in self.triggers.get(event.event_type, ()):
             start = trigger_start(event, workflow)
             await self.send([Command(start, start.correlation_id or start.event_id)])
@@ -96,7 +99,7 @@ class Orchestrator:
         partition = message.partition
         if partition_for(target, self.partitions) != partition:
             if event.event_type in (START, CANCEL) and event.source != SOURCE:
-                await self.forward(target, record.value)
+                await self.forward(target, record.value, message.headers)
             return
         if self.store.stale:
             self.rebuild()
@@ -140,14 +143,17 @@ class Orchestrator:
                     WORKFLOW_STEPS.labels(info["name"], "compensation" if info["compensation"]
                                           else "step").inc()
             pending.append(await topic.send(key=command.key.encode(),
-                                            value=command.event.to_bytes()))
+                                            value=command.event.to_bytes(),
+                                            headers=self.runtime.sign(command.event)))
         if pending:
             await asyncio.gather(*pending)
 
-    async def forward(self, target: str, raw: bytes) -> None:
-        """A start or cancel keyed otherwise goes on to its instance's partition."""
+    async def forward(self, target: str, raw: bytes, headers: Any) -> None:
+        """A start or cancel keyed otherwise goes on to its instance's partition, with its
+        headers (its signature)."""
         fut = await self.runtime.events_topic.send(
-            key=target.encode(), value=raw, partition=partition_for(target, self.partitions))
+            key=target.encode(), value=raw, partition=partition_for(target, self.partitions),
+            headers=list(headers.items()) if isinstance(headers, dict) else headers)
         await fut
 
     async def reject(self, target: str, event: Event, reason: str) -> None:

@@ -83,6 +83,17 @@ def writing_partition(topic: str, partition: int) -> Iterator[None]:
         _current_event.reset(token)
 
 
+@contextlib.contextmanager
+def processing(event: Any) -> Iterator[None]:
+    """Make `event` the one being processed, as Faust's stream iteration does for one record
+    at a time: a batch (`stream.take_events`) runs in a task of its own without it."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
 @dataclass
 class PatternStateTable:
     """The table, the per-partition deadline heaps and the per-partition watermarks."""
@@ -237,6 +248,58 @@ class PatternStateTable:
                 self.schedule(slot.partition, deadline, pattern_id, key)
         self.stale = False
         return n
+
+
+@dataclass
+class _Pending:
+    existed: bool  # whether the table held the entry when the batch first read it
+    partition: int
+    slot: Slot | None
+    dirty: bool = False
+
+
+@dataclass
+class BatchWrites:
+    """Reads through, and holds back writes until `flush`: a key written many times in a
+    batch reaches RocksDB and the changelog once (Kafka Streams' record cache does this)."""
+
+    store: PatternStateTable
+    topic: str  # the events topic, whose partition numbers name the table's partitions
+    pending: dict[tuple[str, str], _Pending] = field(default_factory=dict)
+
+    def load(self, pattern_id: str, key: str) -> Slot | None:
+        entry = self.pending.get((pattern_id, key))
+        if entry is None:
+            slot = self.store.load(pattern_id, key)
+            entry = self.pending[(pattern_id, key)] = _Pending(
+                slot is not None, slot.partition if slot else -1, slot)
+        return entry.slot
+
+    def save(self, pattern_id: str, key: str, partition: int, state: dict | None,
+             offsets: dict[str, int]) -> None:
+        entry = self.pending.get((pattern_id, key))
+        if entry is None:  # saved without a load first: find out what is stored
+            self.load(pattern_id, key)
+            entry = self.pending[(pattern_id, key)]
+        entry.partition = partition
+        entry.slot = None if state is None else Slot(partition, offsets, state)
+        entry.dirty = True
+
+    def flush(self, deadline_of: Any) -> int:
+        """Write every changed entry to its partition; returns how many were written."""
+        written = 0
+        for (pattern_id, key), entry in self.pending.items():
+            if not entry.dirty:
+                continue
+            slot = entry.slot
+            state = slot.state if slot else None
+            with writing_partition(self.topic, entry.partition):
+                self.store.save(pattern_id, key, entry.partition, state,
+                                slot.offsets if slot else {}, deadline_of(pattern_id, state),
+                                entry.existed)
+            written += 1
+        self.pending.clear()
+        return written
 
 
 def _table_key(pattern_id: str, key: str) -> bytes:

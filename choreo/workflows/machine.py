@@ -22,13 +22,14 @@ from typing import Any
 
 import orjson
 
+from choreo.actions import ENGINE_SOURCE
 from choreo.conditions import ConditionRuntimeError
 from choreo.envelope import Event, iso_from_ts, new_event
 from choreo.workflows.definitions import MAX_DEPTH, Call, Step, Workflow
 from choreo.workflows.params import resolve
 
 _NAMESPACE = uuid.UUID("5d0c9a1e-2b47-4c1f-9e83-7a6b5c4d3e2f")
-SOURCE = "choreo.orchestrator"
+SOURCE = "choreo.orchestrator"  # of workflow.* events; actions and cancels are the engine's
 START, CANCEL, TICK, STARTED, REJECTED = ("workflow.start", "workflow.cancel", "workflow.tick",
                                           "workflow.started", "workflow.rejected")
 END_TYPES = {"completed": "workflow.completed", "failed": "workflow.failed",
@@ -261,7 +262,7 @@ class _Run:
              "trigger": {"event_ids": [st["cause"]], "event_type": START,
                          "event_types": [START]},
              "data": task["data"], "workflow": info},
-            source=SOURCE, correlation_id=st["instance_id"], causation_id=st["cause"],
+            source=ENGINE_SOURCE, correlation_id=st["instance_id"], causation_id=st["cause"],
             event_id=task["action_id"], timestamp=iso_from_ts(self.now),
             metadata={"emitted_at": iso_from_ts(self.now)})
         self.commands.append(Command(event, st["instance_id"], task["capability"]))
@@ -278,7 +279,7 @@ class _Run:
                                           "capability": task["capability"],
                                           "instance_id": self.state["instance_id"],
                                           "step": task["step"], "reason": reason},
-                          source=SOURCE, correlation_id=self.state["instance_id"],
+                          source=ENGINE_SOURCE, correlation_id=self.state["instance_id"],
                           causation_id=task["action_id"],
                           event_id=make_id(task["action_id"], "cancel"),
                           timestamp=iso_from_ts(self.now))

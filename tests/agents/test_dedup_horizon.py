@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import orjson
 import pytest
 
@@ -21,6 +24,15 @@ def event_at(ts: float, n: int) -> bytes:
                      timestamp=iso_from_ts(ts)).to_bytes()
 
 
+async def settled(value: Callable[[], int], expected: int, timeout: float = 5.0) -> int:
+    """The value once the agent's current batch is done (it waits up to batch_wait to fill)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while value() != expected and loop.time() < end:
+        await asyncio.sleep(0.01)
+    return value()
+
+
 async def test_entries_older_than_the_horizon_are_swept(tmp_path):
     text = BUNDLED_CONFIG.read_text().replace('dedup_horizon = "24h"', 'dedup_horizon = "1m"')
     settings = Settings(broker="kafka://127.0.0.1:1", store="memory://", data_dir=tmp_path)
@@ -31,10 +43,10 @@ async def test_entries_older_than_the_horizon_are_swept(tmp_path):
         for raw in first:
             await agent.put(value=raw, key=b"k")
         await agent.put(value=first[1], key=b"k")  # within the horizon: a duplicate
-        assert len(runtime.seen_events) == 5
+        assert await settled(lambda: len(runtime.seen_events), 5) == 5
         # Two minutes of event time later, the first five are past the one-minute horizon.
         await agent.put(value=event_at(T0 + 120, 99), key=b"k")
-        assert len(runtime.seen_events) == 1
+        assert await settled(lambda: len(runtime.seen_events), 1) == 1
         # A copy of a forgotten event is no longer known, so it fires again.
         await agent.put(value=first[0], key=b"k")
     fired = [orjson.loads(v)["metadata"]["correlation_id"]

@@ -1,0 +1,162 @@
+"""The security checks in the agents: ingest refuses, the engine signs, workers verify."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+
+from choreo.app import create_app, wire
+from choreo.config import parse_choreography
+from choreo.dead_letter import read_dead_letter_headers
+from choreo.envelope import event_from_mapping
+from choreo.samples import order
+from choreo.settings import BUNDLED_CONFIG, Settings
+from choreo.signing import Key, Keyring, sign, verify
+from tests.agents.conftest import record_sends
+
+pytestmark = pytest.mark.asyncio
+
+K1 = "k1-secret-0123456789abcdef012345"
+K2 = "k2-secret-0123456789abcdef012345"
+SECURITY = """
+[security]
+require_signatures = true
+max_age = "5m"
+mask = ["payload.payment.card_number"]
+
+[security.publishers]
+"shop.*" = ["order_received", "checkout_started"]
+"agent.*" = ["*"]
+"""
+CARD = "4242424242424242"
+PRODUCER = Keyring({"k2": Key(K2.encode())}, signing="k2")
+
+
+@pytest.fixture
+def runtime(tmp_path):  # noqa: ANN201
+    settings = Settings(broker="kafka://127.0.0.1:1", store="memory://", data_dir=tmp_path,
+                        signing_keys=f"k1={K1} k2={K2}", signing_key_id="k1")
+    choreography = parse_choreography(BUNDLED_CONFIG.read_text() + SECURITY)
+    rt = wire(create_app(settings, choreography))
+    rt.app.finalize()
+    rt.app.conf.store = "memory://"
+    return rt
+
+
+@pytest.fixture
+def sent(runtime):  # noqa: ANN001, ANN201
+    return record_sends(runtime)
+
+
+def engine(runtime):  # noqa: ANN001, ANN201
+    return next(a for a in runtime.app.agents.values() if a.name.endswith("match_events"))
+
+
+def signed(envelope: dict, at: float | None = None, ring: Keyring = PRODUCER) -> list:
+    return sign(ring, event_from_mapping(envelope), time.time() if at is None else at)
+
+
+async def test_a_signed_event_fires_and_its_action_is_signed_by_the_engine(runtime, sent):
+    envelope = order("ord-s1", [("SKU-BOOK", 1)], 20.0)
+    async with engine(runtime).test_context() as ag:
+        await ag.put(value=orjson.dumps(envelope), key=b"ord-s1", headers=signed(envelope))
+    [(_key, value, headers)] = sent.records["capability.inventory_management"]
+    action = event_from_mapping(orjson.loads(value))
+    assert dict(headers)["choreo.sig.key"] == b"k1"
+    ring = Keyring({"k1": Key(K1.encode())})
+    assert verify(ring, action, headers, time.time(), 300, 30) is None
+    assert "events.dlq" not in sent.records
+
+
+@pytest.mark.parametrize("case", ["unsigned", "bad_signature", "unknown_key", "stale",
+                                  "unauthorized", "unauthorized_type"])
+async def test_refused_events_are_dead_lettered_with_the_reason(runtime, sent, case):
+    envelope = order("ord-s2", [("SKU-BOOK", 1)], 20.0)
+    envelope["payload"]["payment"].pop("card_number")  # nothing to mask: bytes unchanged
+    headers = signed(envelope)
+    if case == "unsigned":
+        headers = []
+    elif case == "bad_signature":
+        envelope["payload"]["order_value"] = 2000.0
+    elif case == "unknown_key":
+        headers = signed(envelope, ring=Keyring({"k0": Key(K1.encode())}, signing="k0"))
+    elif case == "stale":
+        headers = signed(envelope, at=time.time() - 3600)
+    elif case == "unauthorized":
+        envelope["source"] = "intruder"
+        headers = signed(envelope)
+    else:
+        envelope["event_type"] = "payment_successful"
+        headers = signed(envelope)
+    raw = orjson.dumps(envelope)
+    async with engine(runtime).test_context() as ag:
+        await ag.put(value=raw, key=b"ord-s2", headers=headers)
+    [(key, value, dlq_headers)] = sent.records["events.dlq"]
+    info = read_dead_letter_headers(dlq_headers)
+    assert info["reason"] == case.removesuffix("_type")
+    assert info["stage"] == "ingest"
+    assert (key, value) == (b"ord-s2", raw)
+    assert "masked" not in info
+    assert not any(name.startswith("capability.") for name in sent.records)
+
+
+async def test_a_dead_lettered_event_has_its_sensitive_fields_masked(runtime, sent):
+    envelope = order("ord-s3", [("SKU-BOOK", 1)], 20.0, card=CARD)
+    async with engine(runtime).test_context() as ag:
+        await ag.put(value=orjson.dumps(envelope), key=b"ord-s3")
+    [(_key, value, headers)] = sent.records["events.dlq"]
+    assert CARD.encode() not in value
+    assert orjson.loads(value)["payload"]["payment"]["card_number"] == "[masked]"
+    info = read_dead_letter_headers(headers)
+    assert info["reason"] == "unsigned"
+    assert info["masked"] == "payload.payment.card_number"
+
+
+def action_record(runtime, ring: Keyring | None, source: str = "choreo.engine"):  # noqa: ANN001, ANN201
+    from choreo.actions import build_action
+
+    trigger = event_from_mapping(order("ord-w1", [("SKU-BOOK", 1)], 20.0, card=CARD))
+    action = build_action(pattern_id="order-received", action="check_inventory",
+                          capability="inventory_management", priority=1, triggers=[trigger])
+    data = action.event.as_dict()
+    data["source"] = source
+    ev = event_from_mapping(data)
+    return ev, orjson.dumps(data), (sign(ring, ev, time.time()) if ring else [])
+
+
+@pytest.mark.parametrize(("ring", "source", "reason"), [
+    (None, "choreo.engine", "unsigned"),
+    (Keyring({"k9": Key(K1.encode())}, signing="k9"), "choreo.engine", "unknown_key"),
+    (Keyring({"k1": Key(K2.encode())}, signing="k1"), "choreo.engine", "bad_signature"),
+    (PRODUCER, "shop.checkout", "unauthorized"),
+])
+async def test_a_forged_action_is_refused_without_running_the_handler(runtime, sent, ring,
+                                                                      source, reason):
+    ev, raw, headers = action_record(runtime, ring, source)
+    agent = runtime.app.agents["handle_inventory_management_actions"]
+    async with agent.test_context() as ag:
+        await ag.put(value=raw, key=b"ord-w1", headers=headers)
+    assert "events" not in sent.records, "no action.started, no results"
+    [(key, value, dlq_headers)] = sent.records["capability.inventory_management.dlq"]
+    info = read_dead_letter_headers(dlq_headers)
+    assert info["reason"] == reason and info["stage"] == "worker.inventory_management"
+    assert key == b"ord-w1"
+    assert CARD.encode() not in value and info["masked"] == "payload.payment.card_number"
+    worker = runtime.workers["inventory_management"]
+    assert worker.handled.get(ev.event_id) is None, "a forged id must not mark one handled"
+
+
+async def test_a_signed_action_runs_and_its_events_are_signed(runtime, sent):
+    engine_ring = Keyring({"k1": Key(K1.encode())}, signing="k1")
+    _ev, raw, headers = action_record(runtime, engine_ring)
+    agent = runtime.app.agents["handle_inventory_management_actions"]
+    async with agent.test_context() as ag:
+        await ag.put(value=raw, key=b"ord-w1", headers=headers)
+    published = sent.records["events"]
+    assert [orjson.loads(v)["event_type"] for _k, v, _h in published] == [
+        "action.started", "inventory_confirmed", "action.completed"]
+    for _key, value, event_headers in published:
+        ev = event_from_mapping(orjson.loads(value))
+        assert verify(engine_ring, ev, event_headers, time.time(), 300, 30) is None

@@ -1,0 +1,121 @@
+"""The fetch loop's fast path delivers a record inline when it can, and as Faust did when not."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from mode import Service
+
+from choreo import faust_fastpath
+from choreo.faust_fastpath import fast_wait_first, quiet_library_loggers
+
+
+class FakeConsumer(Service):
+    """Just what `fast_wait_first` reads: a service with a suspend-flow event."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.suspend_flow = asyncio.Event()
+
+
+@pytest.mark.asyncio
+async def test_delivery_that_does_not_suspend_runs_inline_without_tasks() -> None:
+    consumer = FakeConsumer()
+    delivered = []
+
+    async def deliver(x: int) -> None:
+        delivered.append(x)
+
+    before = len(asyncio.all_tasks())
+    for i in range(100):
+        await fast_wait_first(consumer, deliver(i), consumer.suspend_flow.wait())
+    assert delivered == list(range(100))
+    assert len(asyncio.all_tasks()) == before
+
+
+@pytest.mark.asyncio
+async def test_delivery_blocked_on_a_full_buffer_finishes_when_room_is_made() -> None:
+    consumer = FakeConsumer()
+    queue: asyncio.Queue[int] = asyncio.Queue(maxsize=1)
+    await queue.put(0)  # full
+
+    async def drain_later() -> None:
+        await asyncio.sleep(0.05)
+        assert await queue.get() == 0
+
+    drainer = asyncio.ensure_future(drain_later())
+    await fast_wait_first(consumer, queue.put(1), consumer.suspend_flow.wait())
+    await drainer
+    assert queue.get_nowait() == 1
+
+
+@pytest.mark.asyncio
+async def test_blocked_delivery_gives_way_when_the_flow_is_suspended() -> None:
+    consumer = FakeConsumer()
+    queue: asyncio.Queue[int] = asyncio.Queue(maxsize=1)
+    await queue.put(0)
+
+    async def suspend_later() -> None:
+        await asyncio.sleep(0.05)
+        consumer.suspend_flow.set()
+
+    suspender = asyncio.ensure_future(suspend_later())
+    await asyncio.wait_for(
+        fast_wait_first(consumer, queue.put(1), consumer.suspend_flow.wait()), timeout=2)
+    await suspender
+    # the blocked put was cancelled, not left behind to add the record later
+    await asyncio.sleep(0.01)
+    assert queue.qsize() == 1 and queue.get_nowait() == 0
+
+
+@pytest.mark.asyncio
+async def test_errors_of_a_suspended_delivery_reach_the_caller() -> None:
+    consumer = FakeConsumer()
+
+    async def deliver() -> None:
+        await asyncio.sleep(0.01)
+        raise ValueError("bad record")
+
+    with pytest.raises(ValueError, match="bad record"):
+        await fast_wait_first(consumer, deliver(), consumer.suspend_flow.wait())
+
+
+@pytest.mark.asyncio
+async def test_a_future_that_fails_is_raised_inside_the_delivery() -> None:
+    consumer = FakeConsumer()
+    fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    seen = []
+
+    async def deliver() -> None:
+        try:
+            await fut
+        except KeyError as exc:
+            seen.append(exc)
+
+    asyncio.get_running_loop().call_later(0.01, fut.set_exception, KeyError("k"))
+    await fast_wait_first(consumer, deliver(), consumer.suspend_flow.wait())
+    assert len(seen) == 1
+
+
+def test_install_is_idempotent_and_patches_the_consumer() -> None:
+    from faust.transport.consumer import Consumer
+
+    assert faust_fastpath.install() is True
+    assert faust_fastpath.install() is True
+    assert Consumer.wait_first is fast_wait_first
+
+
+def test_library_loggers_are_raised_to_the_worker_level() -> None:
+    logger = logging.getLogger("aiokafka")
+    old = logger.level
+    try:
+        logger.setLevel(logging.NOTSET)
+        quiet_library_loggers("warn")
+        assert not logger.isEnabledFor(logging.DEBUG)
+        assert logger.isEnabledFor(logging.WARNING) and not logger.isEnabledFor(logging.INFO)
+        quiet_library_loggers("nonsense")  # unknown names mean info; never lowers a level
+        assert logger.getEffectiveLevel() == logging.WARNING
+    finally:
+        logger.setLevel(old)
