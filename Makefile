@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test soak unit integration lint check bench bench-short kafka-start kafka-stop kafka-status clean
+.PHONY: demo test chromium soak unit integration lint check bench bench-short kafka-start kafka-stop kafka-status clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,9 +20,13 @@ demo: $(STAMP)
 
 # The whole suite; the integration tests start (and stop) their own broker unless
 # CHOREO_BROKER names one.
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q tests
+
+# Debian's chromium and chromium-driver for the web page test; a no-op when installed.
+chromium:
+	@scripts/ensure-chromium
 
 # Long runs (100,000 fuzzed records, ...); not part of `make test`.
 soak: $(STAMP)

@@ -12,6 +12,7 @@ import sys
 
 from choreo.app import create_app, wire
 from choreo.config import ConfigError
+from choreo.replay_command import register_replay_command
 from choreo.settings import Settings
 
 settings = Settings.from_env()
@@ -22,3 +23,5 @@ except ConfigError as exc:
     raise SystemExit(2) from None
 
 app = runtime.app
+
+register_replay_command(app, settings)

@@ -15,3 +15,18 @@ def register_worker_views(runtime: Runtime) -> None:
     @runtime.app.page("/capabilities/")
     async def capabilities(web, request):  # noqa: ANN001 - Faust view signature
         return web.json({"capabilities": capability_summaries(runtime)})
+
+
+def register_agent_views(runtime: Runtime) -> None:
+    """`/agents/`: every agent the registry knows, with its health (any engine worker)."""
+
+    @runtime.app.page("/agents/")
+    async def agents(web, request):  # noqa: ANN001 - Faust view signature
+        view = getattr(runtime, "registry", None)
+        if not runtime.choreography.agents.enabled:
+            return web.json({"agents": [], "enabled": False,
+                             "hint": "add an [agents] table to the choreography file"})
+        if view is None:
+            return web.json({"error": "this process runs no engine (CHOREO_ENGINE=off)"},
+                            status=404)
+        return web.json(view.describe())

@@ -27,6 +27,7 @@ from typing import Any
 
 import faust
 
+from agents.progress import TaskProgress
 from choreo.actions import ACTION_REQUESTED
 from choreo.app import Runtime, raw_topic
 from choreo.dead_letter import HEADER_PREFIX, Origin
@@ -265,6 +266,15 @@ def note_cancel(worker: CapabilityWorker, cancel: Event, partition: int, offset:
              cancel.payload.get("reason"))
 
 
+def task_progress(runtime: Runtime, action: Event, capability: str, generation: str
+                  ) -> TaskProgress:
+    """The task.progress publisher of one action (agents/progress.py)."""
+    presence = getattr(runtime, "presence", None)
+    agent_id = presence.descriptor.agent_id if presence is not None else ""
+    return TaskProgress(runtime, action, capability, generation, agent_id,
+                        enabled=runtime.choreography.agents.task_progress)
+
+
 def _header(headers: Any, name: str) -> str | None:
     items = headers.items() if isinstance(headers, Mapping) else (headers or ())
     for key, value in items:
@@ -324,8 +334,14 @@ async def handle_record(worker: CapabilityWorker, record: faust.EventT) -> None:
     started_ev = started_event(action, capability, generation)
     await runtime.events_topic.send(key=key, value=started_ev.to_bytes(),
                                     headers=runtime.sign(started_ev))
+    progress = task_progress(runtime, action, capability, generation)
+    await progress.publish("working")
     started = time.perf_counter()
-    outcome, attempts = await worker.attempt_until_done(action)
+    token = progress.enter()  # report_progress() in the handler publishes through it
+    try:
+        outcome, attempts = await worker.attempt_until_done(action)
+    finally:
+        progress.exit(token)
     duration = time.perf_counter() - started
     WORKER_SECONDS.labels(capability).observe(duration)
     extra: dict[str, Any] = {"attempts": attempts}
@@ -342,6 +358,7 @@ async def handle_record(worker: CapabilityWorker, record: faust.EventT) -> None:
                                 generation=generation, extra=extra):
         await runtime.events_topic.send(key=key, value=event.to_bytes(),
                                         headers=runtime.sign(event))
+    await progress.publish("failed" if outcome.error else "completed", outcome.error or "")
     handled.put(action.event_id, action.ts, message.partition,
                 [message.offset, "dead_lettered" if outcome.error else "completed",
                  INCARNATION])

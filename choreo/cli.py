@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -240,6 +241,13 @@ def _load_quietly(settings: Settings) -> Choreography | None:
         return None
 
 
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    """`faust -A topology replay ...` (see choreo/replay.py), options passed on as they are."""
+    argv = [sys.executable, "-m", "faust", "-A", "topology", "replay", *args.options]
+    os.execv(sys.executable, argv)
+    return 2  # not reached
+
+
 def _choreography(settings: Settings):  # noqa: ANN202
     try:
         return load_choreography(settings.config_path)
@@ -248,6 +256,9 @@ def _choreography(settings: Settings):  # noqa: ANN202
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["replay"]:  # every option is the Faust command's, --help included
+        return cmd_replay(argparse.Namespace(options=argv[1:]), Settings())
     parser = argparse.ArgumentParser(prog="choreo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -289,6 +300,12 @@ def main(argv: list[str] | None = None) -> int:
     again.add_argument("--limit", type=int, help="at most this many records")
     again.add_argument("--group", help="consumer group that remembers what was re-driven")
     again.set_defaults(func=cmd_redrive)
+
+    replay = sub.add_parser("replay", add_help=False,
+                            help="re-run stored events: rebuild state, or --what-if FILE "
+                                 "(faust -A topology replay --help)")
+    replay.add_argument("options", nargs=argparse.REMAINDER)
+    replay.set_defaults(func=cmd_replay)
 
     args = parser.parse_args(argv)
     return args.func(args, Settings.from_env())

@@ -10,7 +10,7 @@ import difflib
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ from choreo.patterns import (
     ThresholdPattern,
 )
 from choreo.producers import Production, parse_production
+from choreo.registry import AgentSettings, parse_agent_settings
+from choreo.routing import Routing, parse_routing
 from choreo.schemas import SchemaRegistry, parse_schemas
 from choreo.security import SecuritySettings, parse_security
 from choreo.worker_policy import WorkerPolicies, parse_worker_policies
@@ -71,6 +73,20 @@ class Topics:
     rekeyed: str = "events.rekeyed"
     alerts: str = "alerts"
     capability_dead_letter: str = "capability.{capability}.dlq"
+    agents: str = "agents"  # the agent registry: announces, heartbeats, verdicts (compacted)
+    tasks: str = "events.tasks"  # internal: task.progress events keyed by task id
+
+    @property
+    def agents_topic(self) -> str:
+        return self.prefix + self.agents
+
+    @property
+    def tasks_topic(self) -> str:
+        return self.prefix + self.tasks
+
+    def inbox_topic(self, capability: str, agent_id: str) -> str:
+        """The topic only `agent_id` reads, for actions routed to it explicitly."""
+        return f"{self.capability_topic(capability)}.{agent_id}"
 
     @property
     def events_topic(self) -> str:
@@ -119,6 +135,8 @@ class Choreography:
     schemas: SchemaRegistry | None = None
     production: Production = field(default_factory=Production)
     security: SecuritySettings = field(default_factory=SecuritySettings)
+    agents: AgentSettings = field(default_factory=AgentSettings)
+    routing: Routing = field(default_factory=Routing)
     workflows: tuple[Workflow, ...] = ()
 
     @property
@@ -188,7 +206,7 @@ KIND_FIELDS = {
 }
 SPEC_FIELDS = {"on", "when", "match"}
 TOPIC_FIELDS = {"prefix", "events", "dead_letter", "capability", "capability_dead_letter",
-                "rekeyed", "alerts"}
+                "rekeyed", "alerts", "agents", "tasks"}
 
 
 class _Loader:
@@ -200,7 +218,7 @@ class _Loader:
 
     def load(self, data: dict[str, Any], source: str) -> Choreography:
         known = {"topics", "defaults", "patterns", "sequences", "workers", "capabilities",
-                 "monitor", "schemas", "events", "security", "workflows"}
+                 "monitor", "schemas", "events", "security", "agents", "workflows"}
         for key in data:
             if key not in known:
                 self.fail("-", key, _unknown(key, known, "top-level table"))
@@ -246,8 +264,16 @@ class _Loader:
                                       choreography.sends, self.fail)
         security = parse_security(data.get("security"), base_dir, defaults.dedup_horizon,
                                   self.fail)
+        agents = parse_agent_settings(data.get("agents"), self.fail)
+        routing = parse_routing(data.get("capabilities", {}), self.fail)
+        if any(r.explicit for r in routing.routes.values()) and not agents.enabled:
+            if data.get("agents") is None:
+                agents = replace(agents, enabled=True)  # routing needs the registry
+            else:
+                self.fail("-", "agents.enabled", "explicit routing needs the agent registry")
         return Choreography(topics, defaults, tuple(patterns), source, workers, monitor,
-                            schemas, production, security, workflows)
+                            schemas, production, security=security, agents=agents,
+                            routing=routing, workflows=workflows)
 
     def topics(self, raw: object) -> Topics:
         if not isinstance(raw, dict):
@@ -289,7 +315,7 @@ class _Loader:
                     self.fail("-", "topics.capability_dead_letter",
                               f"gives {sample!r}, not a valid Kafka topic name")
         for name in (topics.events_topic, topics.dead_letter_topic, topics.rekeyed_topic,
-                     topics.alerts_topic):
+                     topics.alerts_topic, topics.agents_topic, topics.tasks_topic):
             if not NAME.match(name):
                 self.fail("-", "topics", f"{name!r} is not a valid Kafka topic name")
         return topics

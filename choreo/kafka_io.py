@@ -150,3 +150,42 @@ async def read_records(bootstrap: str, topics: Iterable[str], *, idle: float = 1
 
 async def collect(bootstrap: str, topics: Iterable[str], **kwargs: Any) -> list[Record]:
     return [r async for r in read_records(bootstrap, topics, **kwargs)]
+
+
+async def tail(bootstrap: str, topic: str, per_partition: int = 20) -> list[Record]:
+    """The last `per_partition` records of each partition of a topic, newest first."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                group_id=None)
+    await consumer.start()
+    out: list[Record] = []
+    try:
+        found = consumer.partitions_for_topic(topic)
+        if not found:
+            await consumer._client.force_metadata_update()  # noqa: SLF001
+            found = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(found)]
+        if not tps:
+            return []
+        ends = await consumer.end_offsets(tps)
+        firsts = await consumer.beginning_offsets(tps)
+        wanted = {tp: max(firsts[tp], ends[tp] - per_partition) for tp in tps
+                  if ends[tp] > firsts[tp]}
+        if not wanted:
+            return []
+        consumer.assign(list(wanted))
+        for tp, start in wanted.items():
+            consumer.seek(tp, start)
+        deadline = time.monotonic() + 5
+        remaining = set(wanted)
+        while remaining and time.monotonic() < deadline:
+            batch = await consumer.getmany(*remaining, timeout_ms=300)
+            for tp, records in batch.items():
+                out += [Record(r.topic, r.partition, r.offset, r.key, r.value,
+                               tuple(r.headers or ()), r.timestamp) for r in records
+                        if r.offset < ends[tp]]
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return sorted(out, key=lambda r: (r.timestamp_ms, r.offset), reverse=True)

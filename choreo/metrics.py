@@ -64,3 +64,27 @@ WORKFLOW_ACTIVE = Gauge("choreo_workflow_active_instances",
 WORKFLOW_STEPS = Counter("choreo_workflow_step_actions_total",
                          "Actions the orchestrator sent for workflow steps (retries and "
                          "compensations included).", ["workflow", "kind"], registry=REGISTRY)
+CONSUMER_LAG = Gauge("choreo_consumer_lag",
+                     "Records on an assigned partition not yet processed: the partition's "
+                     "highwater minus the next offset this worker will process.",
+                     ["topic", "partition"], registry=REGISTRY)
+TABLE_ENTRIES = Gauge("choreo_table_entries",
+                      "Entries in each table on this worker (its active partitions), counted "
+                      "every few seconds.", ["table"], registry=REGISTRY)
+PATTERN_KEYS = Gauge("choreo_pattern_keys_in_flight",
+                     "Keys with state in flight per keyed pattern on this worker "
+                     "(~correlation: correlation summaries).", ["pattern_id"], registry=REGISTRY)
+AGENTS = Gauge("choreo_agents", "Agents in the registry, by capability and status (up, down).",
+               ["capability", "status"], registry=REGISTRY)
+AGENT_TRANSITIONS = Counter("choreo_agent_transitions_total",
+                            "agent.up / agent.down verdicts published by this worker.",
+                            ["status"], registry=REGISTRY)
+ACTIONS_ROUTED = Counter("choreo_actions_routed_total",
+                         "Actions sent to one agent's inbox by explicit routing.",
+                         ["capability", "agent_id"], registry=REGISTRY)
+ROUTE_FALLBACKS = Counter("choreo_routing_fallbacks_total",
+                          "Explicitly routed actions sent to the capability topic instead.",
+                          ["capability", "reason"], registry=REGISTRY)
+ACTIONS_REROUTED = Counter("choreo_actions_rerouted_total",
+                           "Actions drained from a down agent's inbox and routed again.",
+                           ["capability"], registry=REGISTRY)

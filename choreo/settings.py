@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from choreo.registry import AgentIdentity
+
 BUNDLED_CONFIG = Path(__file__).parent / "choreographies" / "ecommerce.toml"
 
 
@@ -104,6 +106,8 @@ class Settings:
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+    # Who this process's capability workers are in the agent registry (CHOREO_AGENT_*).
+    agent: AgentIdentity = field(default_factory=AgentIdentity)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -138,6 +142,7 @@ class Settings:
             ssl_cafile=_path(env, "CHOREO_SSL_CAFILE"),
             ssl_certfile=_path(env, "CHOREO_SSL_CERTFILE"),
             ssl_keyfile=_path(env, "CHOREO_SSL_KEYFILE"),
+            agent=AgentIdentity.from_env(env),
         )
         settings.check_kafka_security()
         return settings

@@ -28,7 +28,7 @@ MAX_RETRIES_LIMIT = 100
 DURATION_FIELDS = ("timeout", "backoff_base", "backoff_max", "breaker_cooldown")
 INT_FIELDS = ("max_retries", "breaker_threshold")
 # Fields of [capabilities.<name>] that other modules read (producers.py), not a policy.
-OTHER_FIELDS = ("produces",)
+OTHER_FIELDS = ("produces", "routing", "tag")  # routing, tag: choreo/routing.py
 
 
 @dataclass(frozen=True)

@@ -96,12 +96,13 @@ class Applied:
 class KeyedEngine:
     """Routes events to keyed state, applies the matchers, and fires deadlines."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, store: PatternStateTable | None = None) -> None:
         self.runtime = runtime
         choreography = runtime.choreography
         self.partitions = runtime.settings.partitions
-        self.store = PatternStateTable.create(runtime.app, self.partitions,
-                                              choreography.defaults.idle_timeout)
+        # A replay (streams/replay.py) hands in a store over a plain dict and its own clock.
+        self.store = store or PatternStateTable.create(runtime.app, self.partitions,
+                                                       choreography.defaults.idle_timeout)
         keyed = [p for p in choreography.patterns if p.kind != "event"]
         self.matchers: dict[str, KeyedMatcher] = {p.id: matcher_for(p, runtime.stats)
                                                   for p in keyed}
@@ -301,11 +302,14 @@ class KeyedEngine:
         """`send` for actions each with the event time of the event that fired it."""
         pending = []
         for action, event_ts in actions:
-            topic = self.runtime.capability_topic(action.capability)
+            topic, route_headers = self.runtime.action_target(action)
             correlation = action.event.correlation_id
-            pending.append(await topic.send(key=correlation.encode() if correlation else None,
-                                            value=action.event.to_bytes(),
-                                            headers=self.runtime.sign(action.event)))
+            headers = self.runtime.sign(action.event)
+            if route_headers:
+                headers = [*(headers or []), *route_headers]
+            pending.append(await self.runtime.produce(
+                topic, correlation.encode() if correlation else None, action.event.to_bytes(),
+                headers))
             ACTIONS_SENT.labels(action.event.payload["pattern_id"], action.capability).inc()
             if event_ts is not None:
                 ACTION_LATENCY.observe(max(0.0, time.time() - event_ts))
@@ -414,10 +418,7 @@ def register_keyed(runtime: Runtime) -> KeyedEngine:
                 await process_rekeyed(runtime, engine, record)
             return
         async for records in stream.take_events(size, within=wait):
-            async with engine.batch():
-                for record in records:
-                    with processing(record):
-                        await process_rekeyed(runtime, engine, record)
+            await process_rekeyed_batch(runtime, engine, records)
 
     app.agent(engine.rekeyed_topic, name="apply_rekeyed")(apply_rekeyed)
 
@@ -431,6 +432,15 @@ def register_keyed(runtime: Runtime) -> KeyedEngine:
     app.on_partitions_assigned.connect(mark_stale)
     app.on_partitions_revoked.connect(mark_stale)
     return engine
+
+
+async def process_rekeyed_batch(runtime: Runtime, engine: KeyedEngine,
+                                records: Sequence[faust.EventT]) -> None:
+    """Records of the rekeyed topic in order, state written once for the batch."""
+    async with engine.batch():
+        for record in records:
+            with processing(record):
+                await process_rekeyed(runtime, engine, record)
 
 
 async def process_rekeyed(runtime: Runtime, engine: KeyedEngine, record: faust.EventT) -> None:

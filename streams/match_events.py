@@ -90,6 +90,8 @@ async def process_record(runtime: Runtime, seen: ExpiringTable, record: faust.Ev
         spike = rates.observe(event)
         if spike is not None:
             await runtime.alert(spike)
+    for tap in runtime.event_taps:
+        await tap(event, record.value)
     fired = runtime.matcher.match(event)
     await engine.send(fired, event.ts, wait=False)
     await engine.route(event, record.value, message.partition, message.offset, origin, fired)

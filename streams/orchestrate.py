@@ -30,6 +30,7 @@ from typing import Any
 
 import faust
 
+from choreo.actions import Action
 from choreo.app import Runtime
 from choreo.envelope import Event, InvalidEvent, iso_from_ts, new_event, parse_event
 from choreo.metrics import (
@@ -131,20 +132,29 @@ class Orchestrator:
             self.count(state, outcome.state)
 
     async def send(self, commands: list[Command]) -> None:
-        """Send commands in order and wait until the broker has every one."""
+        """Send commands in order and wait until the broker has every one.
+
+        Step actions take the engine's path (`Runtime.action_target`: the capability topic,
+        or an agent's inbox when the capability routes explicitly); cancels go to the
+        capability topic, workflow events to the events topic.
+        """
         pending = []
         for command in commands:
+            event = command.event
+            headers = self.runtime.sign(event)
             if command.capability is None:
                 topic = self.runtime.events_topic
+            elif event.event_type == "action.requested":
+                topic, route = self.runtime.action_target(Action(command.capability, 1, event))
+                if route:
+                    headers = [*(headers or []), *route]
+                info = event.payload["workflow"]
+                WORKFLOW_STEPS.labels(info["name"], "compensation" if info["compensation"]
+                                      else "step").inc()
             else:
                 topic = self.runtime.capability_topic(command.capability)
-                if command.event.event_type == "action.requested":
-                    info = command.event.payload["workflow"]
-                    WORKFLOW_STEPS.labels(info["name"], "compensation" if info["compensation"]
-                                          else "step").inc()
-            pending.append(await topic.send(key=command.key.encode(),
-                                            value=command.event.to_bytes(),
-                                            headers=self.runtime.sign(command.event)))
+            pending.append(await self.runtime.produce(topic, command.key.encode(),
+                                                      event.to_bytes(), headers))
         if pending:
             await asyncio.gather(*pending)
 

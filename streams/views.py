@@ -15,6 +15,7 @@ from choreo.app import Runtime
 from choreo.matchers.correlation import TRACKER_ID
 from choreo.metrics import REGISTRY
 from choreo.trail import Node, build_trail, render
+from streams.runtime_metrics import update_lag
 from tables.pattern_state import partition_for
 
 
@@ -208,4 +209,5 @@ def register_views(runtime: Runtime) -> None:
 
     @app.page("/metrics")
     async def metrics(web, request):  # noqa: ANN001
+        update_lag(runtime)
         return web.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])

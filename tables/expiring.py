@@ -18,11 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+import orjson
 
 
 @dataclass
 class ExpiringTable:
-    """A Faust table of key -> [event_ts, partition, value] that forgets after `horizon`."""
+    """A Faust table of key -> [event_ts, partition, value] that forgets after `horizon`.
+
+    Values are stored as orjson bytes (the table's value type is raw bytes): Faust's json
+    codec cost about as much as the RocksDB write itself in a profile of the engine.
+    """
 
     table: faust.Table
     horizon: float
@@ -33,16 +38,16 @@ class ExpiringTable:
 
     def get(self, key: str) -> Any | None:
         """The live value for key, or None when absent or expired."""
-        entry = self.table.get(key)
-        if entry is None:
+        raw = self.table.get(key)
+        if raw is None:
             return None
-        ts, partition, value = entry
+        ts, partition, value = orjson.loads(raw)
         if ts < self._high_water.get(partition, ts) - self.horizon:
             return None
         return value
 
     def put(self, key: str, ts: float, partition: int, value: Any = 1) -> None:
-        self.table[key] = [ts, partition, value]
+        self.table[key] = orjson.dumps([ts, partition, value])
         heap = self._index.get(partition)
         if heap is not None:
             heapq.heappush(heap, (ts, key))
@@ -70,19 +75,25 @@ class ExpiringTable:
         heap = self._index.get(partition)
         if heap is None:
             heap = self._index[partition] = [
-                (ts, key) for key, (ts, owner, _value) in self.table.items()
-                if owner == partition
+                (ts, key) for key, (ts, owner, _value) in self.entries() if owner == partition
             ]
             heapq.heapify(heap)
         removed = 0
         while heap and heap[0][0] < cutoff:
             _, key = heapq.heappop(heap)
-            entry = self.table.get(key)
+            raw = self.table.get(key)
+            entry = orjson.loads(raw) if raw is not None else None
             # A key written again since, or by another partition, is not this entry's to drop.
             if entry is not None and entry[1] == partition and entry[0] < cutoff:
                 del self.table[key]
                 removed += 1
         return removed
+
+    def entries(self) -> Any:
+        """(key, [event_ts, partition, value]) for every entry held locally."""
+        for key, raw in self.table.items():
+            if raw is not None:
+                yield key, orjson.loads(raw)
 
     def __len__(self) -> int:
         return sum(1 for _ in self.table.keys())

@@ -22,7 +22,7 @@ import math
 import time
 import weakref
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +110,8 @@ class PatternStateTable:
     replay_until: dict[str, int] = field(default_factory=dict)
     stale: bool = True  # the heaps need rebuilding from the table (after a rebalance)
     live: Counter = field(default_factory=Counter)  # entries per pattern id held here
+    # Wall time, for the idle watermark; a replay (streams/replay.py) runs it on record times.
+    clock: Callable[[], float] = time.time
 
     @classmethod
     def create(cls, app: faust.App, partitions: int, idle_timeout: float) -> PatternStateTable:
@@ -187,7 +189,7 @@ class PatternStateTable:
         wm = self.watermarks.get(clock)
         if wm is None:
             wm = self.watermarks[clock] = Watermark()
-        wall = time.time()
+        wall = self.clock()
         wm.observe(ts, wall)
         if offset > self.high_offsets.get(clock, -1):
             self.high_offsets[clock] = offset
@@ -201,7 +203,7 @@ class PatternStateTable:
 
     def watermark(self, clock: str) -> float:
         wm = self.watermarks.get(clock)
-        return wm.current(time.time(), self.idle_timeout) if wm else -math.inf
+        return wm.current(self.clock(), self.idle_timeout) if wm else -math.inf
 
     def persist_watermark(self, clock: str) -> None:
         """Write the clock's watermark if it moved (call with its partition's context)."""
@@ -219,7 +221,7 @@ class PatternStateTable:
     def rebuild(self, active: set[int], deadline_of: Any) -> int:
         """Recreate heaps and watermarks for the active partitions from the table."""
         self.heaps = {p: [] for p in active}
-        wall = time.time()
+        wall = self.clock()
         clocks = {f"{source}{p}" for p in active for source in ("e", "r")}
         for clock in clocks:
             raw = self.table.get((WM_PREFIX + clock).encode())

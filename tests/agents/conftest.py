@@ -38,6 +38,11 @@ def record_sends(runtime: Runtime) -> Sent:
             return acked
 
         topic.send = send  # type: ignore[method-assign]
+
+    async def produce(topic, key, value, headers=None):  # noqa: ANN001, ANN202
+        return await topic.send(key=key, value=value, headers=headers)
+
+    runtime.produce = produce  # type: ignore[method-assign]
     return sent
 
 

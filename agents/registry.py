@@ -1,0 +1,143 @@
+"""A worker process's presence in the agent registry: announce, heartbeats, leave, inboxes.
+
+The process is one agent (CHOREO_AGENT_ID, default host-pid) with the capabilities it runs.
+At start it announces itself on the agents topic, then sends a heartbeat every
+`[agents] heartbeat_interval`, and a `leave` record when it stops cleanly. For each of its
+capabilities that routes explicitly (`routing` in `[capabilities.<name>]`) it also reads its
+own inbox topic, `<capability topic>.<agent id>`, with the same handler: the consumer-group
+topic is still read too, for actions sent while no agent was routable.
+
+An inbox drained while the agent was down (streams/agents.py) has its drained offsets in the
+group `choreo-drain.<inbox>`; the agent skips records below them when it comes back, since
+another agent has been given those actions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import orjson
+from aiokafka.admin import AIOKafkaAdminClient
+
+from choreo.app import Runtime, raw_topic
+from choreo.metrics import DUPLICATES
+from choreo.registry import Descriptor, default_agent_id, heartbeat_record
+from choreo.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Presence:
+    """What this process announces, and its heartbeat sequence."""
+
+    runtime: Runtime
+    descriptor: Descriptor
+    incarnation: str = field(default_factory=lambda: uuid.uuid4().hex)
+    seq: int = 0
+    # inbox topic -> partition -> first offset not drained by the engine
+    skip_below: dict[str, dict[int, int]] = field(default_factory=dict)
+
+    @property
+    def topic(self) -> faust.TopicT:
+        return raw_topic(self.runtime.app, self.runtime.choreography.topics.agents_topic)
+
+    async def send(self, kind: str) -> Any:
+        record = heartbeat_record(kind, self.descriptor, self.incarnation, self.seq, time.time())
+        self.seq += 1
+        return await self.topic.send(key=self.descriptor.agent_id.encode(),
+                                     value=orjson.dumps(record))
+
+    async def beat(self) -> None:
+        """Announce, then a heartbeat every interval until the process stops."""
+        await self.send("announce")
+        log.info("agent %s announced: capabilities %s, tags %s, weight %g, inboxes %s",
+                 self.descriptor.agent_id, ", ".join(self.descriptor.capabilities),
+                 ", ".join(self.descriptor.tags) or "-", self.descriptor.weight,
+                 ", ".join(self.descriptor.inboxes.values()) or "-")
+        while True:
+            await asyncio.sleep(self.descriptor.interval)
+            await self.send("heartbeat")
+
+    async def leave(self, *_args: Any, **_kwargs: Any) -> None:
+        try:
+            await asyncio.wait_for(await self.send("leave"), 5.0)
+        except Exception as exc:  # noqa: BLE001 - the heartbeats stopping says the same
+            log.warning("could not announce leaving: %s", exc)
+
+    async def prepare(self) -> None:
+        """Create the agents topic and the inboxes; learn what was drained from them."""
+        settings = self.runtime.settings
+        await ensure_topics(settings.bootstrap_servers,
+                            [self.runtime.choreography.topics.agents_topic],
+                            settings.partitions, config={"cleanup.policy": "compact"})
+        inboxes = sorted(self.descriptor.inboxes.values())
+        if not inboxes:
+            return
+        await ensure_topics(settings.bootstrap_servers, inboxes, settings.partitions)
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+        await admin.start()
+        try:
+            for inbox in inboxes:
+                found = await admin.list_consumer_group_offsets(f"choreo-drain.{inbox}")
+                self.skip_below[inbox] = {tp.partition: meta.offset
+                                          for tp, meta in found.items()
+                                          if tp.topic == inbox and meta is not None}
+        finally:
+            await admin.close()
+
+    def drained(self, topic: str, partition: int, offset: int) -> bool:
+        return offset < self.skip_below.get(topic, {}).get(partition, -1)
+
+
+def register_presence(runtime: Runtime, capabilities: Sequence[str]) -> Presence | None:
+    """Announce the capability workers of this process, and read their inboxes."""
+    if not capabilities:
+        return None
+    from agents.worker import handle_record
+
+    identity = runtime.settings.agent
+    agent_id = identity.agent_id or default_agent_id()
+    choreography = runtime.choreography
+    routed = [c for c in capabilities if choreography.routing.for_capability(c).explicit]
+    descriptor = Descriptor(
+        agent_id=agent_id, capabilities=tuple(capabilities), tags=identity.tags,
+        weight=identity.weight, version=identity.version,
+        interval=choreography.agents.heartbeat_interval, group=runtime.settings.app_id,
+        inboxes={c: choreography.topics.inbox_topic(c, agent_id) for c in routed})
+    presence = Presence(runtime, descriptor)
+    runtime.presence = presence  # type: ignore[attr-defined]
+    runtime.startup_hooks.append(presence.prepare)
+    app = runtime.app
+
+    for capability in routed:
+        worker = runtime.workers[capability]
+        inbox = descriptor.inboxes[capability]
+
+        async def handle_inbox(stream: faust.StreamT, _worker: Any = worker) -> None:
+            async for record in stream.events():
+                message = record.message
+                if presence.drained(message.topic, message.partition, message.offset):
+                    DUPLICATES.labels("worker").inc()
+                    continue  # given to another agent while this one was down
+                await _worker_handle(_worker, record)
+
+        app.agent(raw_topic(app, inbox), name=f"handle_{capability}_inbox")(handle_inbox)
+
+    async def _worker_handle(worker: Any, record: faust.EventT) -> None:
+        await handle_record(worker, record)
+
+    @app.task
+    async def heartbeats() -> None:
+        await presence.beat()
+
+    app.on_before_shutdown.connect(presence.leave)
+    return presence
+

@@ -1,0 +1,86 @@
+"""Metrics read from the running worker rather than counted as events pass: consumer lag per
+partition, and entries per table."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from choreo.app import Runtime
+from choreo.matchers.correlation import TRACKER_ID
+from choreo.metrics import CONSUMER_LAG, PATTERN_KEYS, TABLE_ENTRIES
+
+log = logging.getLogger(__name__)
+
+TABLE_COUNT_SECONDS = 5.0
+
+
+def consumer_lag(app: Any) -> dict[tuple[str, int], int]:
+    """Per assigned (topic, partition) of the agents: highwater - next offset to process.
+
+    The next offset to process is the higher of the last committed offset and one past the
+    highest offset the agents have acknowledged (processed) since; Faust keeps both. The
+    highwater is the one the last fetch response carried. Changelog partitions, which the
+    worker reads only while restoring, are left out.
+    """
+    consumer = getattr(app, "consumer", None)
+    if consumer is None:
+        return {}
+    out = {}
+    try:
+        assigned = consumer.assignment()
+    except Exception:  # noqa: BLE001 - not started or rebalancing: nothing to say
+        return {}
+    for tp in assigned:
+        if tp.topic.endswith("-changelog"):
+            continue
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:  # noqa: BLE001
+            highwater = None
+        if highwater is None:
+            continue
+        acked = consumer._acked.get(tp)  # noqa: SLF001 - Faust's processed offsets
+        done = consumer._committed_offset.get(tp) or 0  # noqa: SLF001
+        if acked:
+            done = max(done, max(acked) + 1)
+        out[(tp.topic, tp.partition)] = max(0, highwater - done)
+    return out
+
+
+def update_lag(runtime: Runtime) -> None:
+    """Set the lag gauges to this moment's assignment (called on each scrape)."""
+    lag = consumer_lag(runtime.app)
+    CONSUMER_LAG.clear()
+    for (topic, partition), n in lag.items():
+        CONSUMER_LAG.labels(topic, str(partition)).set(n)
+
+
+def _count(table: Any) -> int:
+    return sum(1 for _ in table.keys())
+
+
+async def count_tables(runtime: Runtime) -> None:
+    """Set the table gauges. Counting walks the local stores, so it runs in a thread; the
+    pattern-state table keeps its own counts and is not walked."""
+    engine = getattr(runtime, "keyed", None)
+    for name, table in list(runtime.app.tables.items()):
+        if engine is not None and table is engine.store.table:
+            live = engine.store.live
+            TABLE_ENTRIES.labels(name).set(sum(live.values()))
+            for pattern_id in (*engine.matchers, TRACKER_ID):
+                PATTERN_KEYS.labels(pattern_id).set(live.get(pattern_id, 0))
+            continue
+        try:
+            TABLE_ENTRIES.labels(name).set(await asyncio.to_thread(_count, table))
+        except RuntimeError as exc:  # a memory store changed while counted: next time
+            log.debug("table %s not counted: %s", name, exc)
+
+
+def register_runtime_metrics(runtime: Runtime) -> None:
+    """Count table entries every few seconds (the lag is read on each scrape)."""
+
+    @runtime.app.timer(TABLE_COUNT_SECONDS, name="count_table_entries")
+    async def count_table_entries() -> None:
+        await count_tables(runtime)
