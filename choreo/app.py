@@ -246,7 +246,8 @@ def create_app(settings: Settings, choreography: Choreography | None = None) -> 
         producer_acks=-1,
         # Every event writes a changelog record or two; without a linger each goes out in a
         # produce request of its own and the socket writes dominate the profile.
-        producer_linger=0.005,
+        producer_linger=settings.producer_linger,
+        producer_max_batch_size=settings.producer_batch_bytes,
         table_cleanup_interval=30.0,
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),

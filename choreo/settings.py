@@ -93,6 +93,10 @@ class Settings:
     # batch's actions are acknowledged together (Kafka Streams' record cache, in effect).
     batch_size: int = 500
     batch_wait: float = 0.005
+    # The producer's linger (seconds) and largest record batch per partition (bytes): every
+    # event writes changelog records, and small batches mean a produce request each.
+    producer_linger: float = 0.005
+    producer_batch_bytes: int = 16384
     # Signing keys (choreo/signing.py): a key file, and/or `id=secret` pairs, and the id
     # this process signs with. Never printed.
     signing_keys_file: Path | None = None
@@ -130,6 +134,9 @@ class Settings:
             fast_path=_switch(env, "CHOREO_FAST_PATH", default.fast_path),
             batch_size=_int(env, "CHOREO_BATCH_SIZE", default.batch_size),
             batch_wait=_float(env, "CHOREO_BATCH_WAIT", default.batch_wait),
+            producer_linger=_float(env, "CHOREO_PRODUCER_LINGER", default.producer_linger),
+            producer_batch_bytes=_int(env, "CHOREO_PRODUCER_BATCH_BYTES",
+                                      default.producer_batch_bytes),
             signing_keys_file=_path(env, "CHOREO_SIGNING_KEYS_FILE"),
             signing_keys=env.get("CHOREO_SIGNING_KEYS") or "",
             signing_key_id=env.get("CHOREO_SIGNING_KEY_ID") or "",

@@ -97,3 +97,18 @@ class ExpiringTable:
 
     def __len__(self) -> int:
         return sum(1 for _ in self.table.keys())
+
+
+def sweep_every(horizon: float) -> float:
+    """How much event time passes between two sweeps of a partition's expired entries."""
+    return min(60.0, max(horizon / 10, 1.0))
+
+
+def expiring_table(app: faust.App, name: str, horizon: float, partitions: int,
+                   help: str) -> ExpiringTable:  # noqa: A002 - Faust's own argument name
+    """A changelog-backed table of raw bytes (ExpiringTable stores orjson), forgetting after
+    `horizon`, its sweep index dropped on every rebalance."""
+    table = app.Table(name, default=None, partitions=partitions, value_type=bytes, help=help)
+    expiring = ExpiringTable(table, horizon=horizon, every=sweep_every(horizon))
+    app.on_partitions_assigned.connect(expiring.forget_index)
+    return expiring

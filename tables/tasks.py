@@ -11,18 +11,15 @@ from typing import Any
 import faust
 
 from choreo.envelope import Event
-from tables.expiring import ExpiringTable
+from tables.expiring import ExpiringTable, expiring_table
 
 MAX_UPDATES = 100
 FINAL = ("completed", "failed")
 
 
 def task_progress_table(app: faust.App, horizon: float, partitions: int) -> ExpiringTable:
-    table = app.Table("task-progress", default=None, partitions=partitions,
-                      help="task id -> [event_ts, partition, progress snapshot]")
-    expiring = ExpiringTable(table, horizon=horizon, every=min(60.0, max(horizon / 10, 1.0)))
-    app.on_partitions_assigned.connect(expiring.forget_index)
-    return expiring
+    return expiring_table(app, "task-progress", horizon, partitions,
+                          help="task id -> [event_ts, partition, progress snapshot] (orjson)")
 
 
 def add_progress(snapshot: dict[str, Any] | None, event: Event) -> dict[str, Any] | None:
