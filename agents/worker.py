@@ -51,6 +51,8 @@ _NAMESPACE = uuid.UUID("0b7f2c1a-3d4e-5f60-8172-93a4b5c6d7e8")
 # rebalance (a broker restart, a lost heartbeat) makes it read the record at the same offset.
 INCARNATION = uuid.uuid4().hex
 BREAKER_CHANGED = "circuit_breaker.state.changed"
+# An orchestrator's request to drop an action (a workflow step cancelled or timed out).
+ACTION_CANCEL = "action.cancel"
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,22 @@ def add_worker(runtime: Runtime, capability: str, actions: Mapping[str, Handler]
     return worker
 
 
+def note_cancel(worker: CapabilityWorker, cancel: Event, partition: int, offset: int) -> None:
+    """Remember a cancelled action id: a copy of it read later is skipped, not handled.
+
+    A cancel comes after its action on the same partition, so it stops the copies a crash
+    or a re-send leaves behind; an action already handled keeps its record.
+    """
+    handled = worker.handled
+    assert handled is not None
+    handled.advance(partition, cancel.ts)
+    action_id = cancel.payload["action_id"]
+    if handled.get(action_id) is None:
+        handled.put(action_id, cancel.ts, partition, [offset, "cancelled", INCARNATION])
+    log.info("action %s (%s) cancelled: %s", action_id, cancel.payload.get("action"),
+             cancel.payload.get("reason"))
+
+
 def task_progress(runtime: Runtime, action: Event, capability: str, generation: str
                   ) -> TaskProgress:
     """The task.progress publisher of one action (agents/progress.py)."""
@@ -272,6 +290,18 @@ async def handle_record(worker: CapabilityWorker, record: faust.EventT) -> None:
     origin = Origin(message.topic, message.partition, message.offset)
     try:
         action = parse_event(record.value)
+        if action.event_type == ACTION_CANCEL and isinstance(action.payload.get("action_id"),
+                                                             str):
+            # Checked like an action: a forged cancel must not mark a real action handled.
+            refusal = runtime.guard.check_action(action, message.headers, message.timestamp,
+                                                 event_types=(ACTION_CANCEL,))
+            if refusal is not None:
+                await runtime.dead_letter(record.value, message.key, refusal.reason,
+                                          refusal.detail, origin, stage=f"worker.{capability}",
+                                          topic=worker.dead_letter_topic)
+                return
+            note_cancel(worker, action, message.partition, message.offset)
+            return
         if action.event_type != ACTION_REQUESTED or not isinstance(
             action.payload.get("action"), str
         ):

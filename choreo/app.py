@@ -271,9 +271,14 @@ def create_app(settings: Settings, choreography: Choreography | None = None) -> 
 
 
 def load_handlers(spec: str) -> Any:
-    """The handlers named by `module:attribute` (CHOREO_HANDLERS)."""
-    module, _, attribute = spec.partition(":")
-    return getattr(importlib.import_module(module), attribute or "HANDLERS")
+    """The handlers named by `module:attribute` (CHOREO_HANDLERS); several, comma-separated,
+    are merged (a later one's capabilities win)."""
+    merged: dict[str, Any] = {}
+    for part in spec.split(","):
+        module, _, attribute = part.strip().partition(":")
+        if module:
+            merged.update(getattr(importlib.import_module(module), attribute or "HANDLERS"))
+    return merged
 
 
 def wire(runtime: Runtime, workers: str = "*") -> Runtime:
@@ -283,14 +288,17 @@ def wire(runtime: Runtime, workers: str = "*") -> Runtime:
     from agents.worker import register_workers
     from streams.agents import register_registry
     from streams.match_events import register_matcher
+    from streams.orchestrate import register_orchestrator
     from streams.runtime_metrics import register_runtime_metrics
     from streams.tasks import register_tasks
     from streams.ui import register_ui
     from streams.views import register_views
+    from streams.workflow_views import register_workflow_views
 
     registry = runtime.choreography.agents.enabled  # [agents] or explicit routing
     if runtime.settings.engine:
         register_matcher(runtime)
+        register_orchestrator(runtime)
         if registry:
             register_registry(runtime)
             register_tasks(runtime)
@@ -299,6 +307,7 @@ def wire(runtime: Runtime, workers: str = "*") -> Runtime:
         register_presence(runtime, started)
     register_views(runtime)
     register_worker_views(runtime)
+    register_workflow_views(runtime)
     register_runtime_metrics(runtime)
     register_ui(runtime)
     register_agent_views(runtime)

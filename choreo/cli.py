@@ -116,7 +116,10 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     schemas = choreography.schemas
     print(f"{path}: ok, {len(choreography.patterns)} pattern(s) ({summary}); "
           f"capabilities: {', '.join(choreography.capabilities)}"
-          + (f"; {len(schemas)} schema(s)" if schemas else ""))
+          + (f"; {len(schemas)} schema(s)" if schemas else "")
+          + (f"; {len(choreography.workflows)} workflow(s) "
+             f"({', '.join(w.name for w in choreography.workflows)})"
+             if choreography.workflows else ""))
     if not args.static:
         return 0
     from choreo.static_check import check_static

@@ -81,18 +81,20 @@ class Condition:
     """A compiled, validated CEL condition; build it with `compile_condition`."""
 
     source: str
+    # The names an expression may use: an event's (the default), or a workflow's.
+    variables: tuple[str, ...] = _VARIABLE_ORDER
     _program: Any = field(init=False, repr=False, compare=False)
     _names: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _loops: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        program, names = _load(self.source)
+        program, names = _load(self.source, self.variables)
         object.__setattr__(self, "_program", program)
         object.__setattr__(self, "_names", names)
         object.__setattr__(self, "_loops", bool(_MACRO_CALL.search(_blank_strings(self.source))))
 
-    def __reduce__(self) -> tuple[type[Condition], tuple[str]]:
-        return (Condition, (self.source,))
+    def __reduce__(self) -> tuple[type[Condition], tuple[str, tuple[str, ...]]]:
+        return (Condition, (self.source, self.variables))
 
     def evaluate(self, context: Mapping[str, Any]) -> bool:
         """Evaluate against one event's context; True or False, else ConditionRuntimeError."""
@@ -122,12 +124,13 @@ class Condition:
         return result
 
 
-def compile_condition(expr: str) -> Condition:
-    """Validate and compile a CEL condition; raises ConditionError."""
-    return Condition(expr)
+def compile_condition(expr: str, variables: tuple[str, ...] = _VARIABLE_ORDER) -> Condition:
+    """Validate and compile a CEL condition over `variables`; raises ConditionError."""
+    return Condition(expr, tuple(variables))
 
 
-def _load(expr: object) -> tuple[Any, tuple[str, ...]]:
+def _load(expr: object, order: tuple[str, ...] = _VARIABLE_ORDER
+          ) -> tuple[Any, tuple[str, ...]]:
     """Check an expression and compile it; returns the program and its top-level names."""
     if not isinstance(expr, str):
         raise ConditionError(f"a condition must be a string, not {type(expr).__name__}")
@@ -147,20 +150,21 @@ def _load(expr: object) -> tuple[Any, tuple[str, ...]]:
         program = cel.compile(expr)
     except Exception as exc:  # the binding reports parse failures as ValueError
         raise ConditionError(_syntax_message(expr, str(exc))) from exc
-    _check_comprehensions(code)
-    bound = set(_MACRO_VARIABLE.findall(code)) - ALLOWED_VARIABLES
+    _check_comprehensions(code, frozenset(order))
+    allowed = frozenset(order)
+    bound = set(_MACRO_VARIABLE.findall(code)) - allowed
     free = set(program.variables()) - bound
-    unknown = sorted(free - ALLOWED_VARIABLES)
+    unknown = sorted(free - allowed)
     if unknown:
         names = ", ".join(repr(name) for name in unknown)
         noun = "variable" if len(unknown) == 1 else "variables"
-        raise ConditionError(f"unknown {noun} {names}; conditions see {', '.join(_VARIABLE_ORDER)}")
+        raise ConditionError(f"unknown {noun} {names}; conditions see {', '.join(order)}")
     if not free and not bound:
         _check_constant(program)
-    return program, tuple(name for name in _VARIABLE_ORDER if name in free)
+    return program, tuple(name for name in order if name in free)
 
 
-def _check_comprehensions(code: str) -> None:
+def _check_comprehensions(code: str, allowed: frozenset[str] = ALLOWED_VARIABLES) -> None:
     """Refuse too many macros, and a macro nested in another that does not range over its
     variable (which makes evaluation time grow with a power of the event's size)."""
     calls = list(_MACRO_CALL.finditer(code))
@@ -175,7 +179,7 @@ def _check_comprehensions(code: str) -> None:
         spans.append((start, end, found[1] if found else ""))
     for call, (start, end, var) in zip(calls, spans, strict=True):
         if call[1] in ("map", "filter"):
-            _check_accumulator_body(call[1], code[start + 1:end], var)
+            _check_accumulator_body(call[1], code[start + 1:end], var, allowed)
         enclosing = [var for s, e, var in spans if s < start < e]
         if not enclosing:
             continue
@@ -191,12 +195,13 @@ def _check_comprehensions(code: str) -> None:
                 "a power of the event's size")
 
 
-def _check_accumulator_body(macro: str, body: str, var: str) -> None:
+def _check_accumulator_body(macro: str, body: str, var: str,
+                            allowed: frozenset[str] = ALLOWED_VARIABLES) -> None:
     """`map` and `filter` build a list, at a cost that grows with the square of its size:
     their bodies may use their own variable and scalar literals, not the event again."""
     body = body.split(",", 1)[1] if "," in body else body
     names = set(re.findall(r"(?<![\w.])([A-Za-z_]\w*)", body)) - {var}
-    outer = sorted(names & ALLOWED_VARIABLES)
+    outer = sorted(names & allowed)
     if outer:
         raise ConditionError(f"the body of '{macro}' may use its variable {var!r}, not "
                              f"{', '.join(outer)}: each step would copy from the event")

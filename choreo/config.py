@@ -34,6 +34,7 @@ from choreo.routing import Routing, parse_routing
 from choreo.schemas import SchemaRegistry, parse_schemas
 from choreo.security import SecuritySettings, parse_security
 from choreo.worker_policy import WorkerPolicies, parse_worker_policies
+from choreo.workflows.definitions import Workflow, parse_workflows, workflow_capabilities
 
 NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 GLOB = re.compile(r"^[A-Za-z0-9_.\-*?\[\]!]+$")
@@ -136,16 +137,19 @@ class Choreography:
     security: SecuritySettings = field(default_factory=SecuritySettings)
     agents: AgentSettings = field(default_factory=AgentSettings)
     routing: Routing = field(default_factory=Routing)
+    workflows: tuple[Workflow, ...] = ()
 
     @property
     def capabilities(self) -> tuple[str, ...]:
-        """Every capability an action may go to, in first-seen order."""
+        """Every capability an action may go to (patterns' and workflows'), first-seen order."""
         seen: dict[str, None] = {}
         for pattern in self.patterns:
             seen[pattern.capability] = None
             timeout_cap = getattr(pattern, "timeout_capability", None)
             if getattr(pattern, "timeout_action", None):
                 seen[timeout_cap or pattern.capability] = None
+        for capability in workflow_capabilities(self.workflows):
+            seen[capability] = None
         return tuple(seen)
 
     @property
@@ -158,6 +162,8 @@ class Choreography:
             if timeout_action:
                 capability = getattr(pattern, "timeout_capability", None) or pattern.capability
                 out.setdefault(capability, {})[timeout_action] = None
+        for capability, actions in workflow_capabilities(self.workflows).items():
+            out.setdefault(capability, {}).update(actions)
         return {capability: tuple(actions) for capability, actions in out.items()}
 
     def pattern(self, pattern_id: str) -> Pattern | None:
@@ -212,7 +218,7 @@ class _Loader:
 
     def load(self, data: dict[str, Any], source: str) -> Choreography:
         known = {"topics", "defaults", "patterns", "sequences", "workers", "capabilities",
-                 "monitor", "schemas", "events", "security", "agents"}
+                 "monitor", "schemas", "events", "security", "agents", "workflows"}
         for key in data:
             if key not in known:
                 self.fail("-", key, _unknown(key, known, "top-level table"))
@@ -246,7 +252,9 @@ class _Loader:
             pattern = self.pattern(pattern_id, entry, defaults)
             if pattern is not None:
                 patterns.append(pattern)
-        choreography = Choreography(topics, defaults, tuple(patterns), source)
+        workflows = parse_workflows(data.get("workflows"), self.issues.append)  # type: ignore[arg-type]
+        choreography = Choreography(topics, defaults, tuple(patterns), source,
+                                    workflows=workflows)
         workers = parse_worker_policies(data.get("workers", {}), data.get("capabilities", {}),
                                         choreography.capabilities, self.fail)
         monitor = parse_monitor(data.get("monitor"), self.fail)
@@ -265,7 +273,7 @@ class _Loader:
                 self.fail("-", "agents.enabled", "explicit routing needs the agent registry")
         return Choreography(topics, defaults, tuple(patterns), source, workers, monitor,
                             schemas, production, security=security, agents=agents,
-                            routing=routing)
+                            routing=routing, workflows=workflows)
 
     def topics(self, raw: object) -> Topics:
         if not isinstance(raw, dict):

@@ -49,6 +49,21 @@ BREAKER_STATE = Gauge("choreo_circuit_breaker_state",
                       ["capability", "state"], registry=REGISTRY)
 ALERTS = Counter("choreo_alerts_total", "Alerts raised by the flow monitor.", ["alert"],
                  registry=REGISTRY)
+WORKFLOW_EXECUTIONS = Counter("choreo_workflow_executions_total",
+                              "Workflow instances started and ended, by workflow and status "
+                              "(started, completed, failed, compensated, cancelled, "
+                              "compensation_failed).", ["workflow", "status"], registry=REGISTRY)
+WORKFLOW_SECONDS = Histogram("choreo_workflow_duration_seconds",
+                             "Time from an instance's start to its end, by workflow and status.",
+                             ["workflow", "status"],
+                             buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400),
+                             registry=REGISTRY)
+WORKFLOW_ACTIVE = Gauge("choreo_workflow_active_instances",
+                        "Instances running or compensating on this worker's partitions.",
+                        ["workflow"], registry=REGISTRY)
+WORKFLOW_STEPS = Counter("choreo_workflow_step_actions_total",
+                         "Actions the orchestrator sent for workflow steps (retries and "
+                         "compensations included).", ["workflow", "kind"], registry=REGISTRY)
 CONSUMER_LAG = Gauge("choreo_consumer_lag",
                      "Records on an assigned partition not yet processed: the partition's "
                      "highwater minus the next offset this worker will process.",

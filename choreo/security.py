@@ -180,14 +180,15 @@ class Guard:
                                          f"{event.event_type!r} ([security.publishers])")
         return None
 
-    def check_action(self, action: Event, headers: Any,
-                     received_at: float | None) -> Refusal | None:
-        """A worker: when signatures are required, only the engine's signed actions pass."""
+    def check_action(self, action: Event, headers: Any, received_at: float | None,
+                     event_types: tuple[str, ...] = (ACTION_REQUESTED,)) -> Refusal | None:
+        """A worker: when signatures are required, only the engine's signed actions pass
+        (and, with `event_types`, its signed action cancels)."""
         if not self.require:
             return None
         refusal = self._verify(action, headers, received_at)
         if refusal is None and (action.source != ENGINE_SOURCE
-                                or action.event_type != ACTION_REQUESTED):
+                                or action.event_type not in event_types):
             refusal = Refusal(UNAUTHORIZED, f"actions come from {ENGINE_SOURCE!r}, this one "
                                             f"from {action.source[:100]!r}")
         return refusal

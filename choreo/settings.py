@@ -78,7 +78,7 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path("choreo-data"))
     partitions: int = 4
     log_level: str = "info"
-    handlers: str = "agents.ecommerce:HANDLERS"
+    handlers: str = "agents.bundled:HANDLERS"
     # Seconds without a heartbeat before the group gives a dead worker's partitions away;
     # also how long a worker restarted after kill -9 waits to get them back.
     session_timeout: float = 60.0

@@ -23,6 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from choreo.config import load_choreography  # noqa: E402
 from choreo.dead_letter import read_dead_letter_headers  # noqa: E402
+from choreo.envelope import new_event  # noqa: E402
 from choreo.kafka_io import collect, envelopes, send_all, send_events  # noqa: E402
 from choreo.samples import sample_orders, with_short_windows  # noqa: E402
 from choreo.settings import BUNDLED_CONFIG  # noqa: E402
@@ -34,6 +35,9 @@ BOOTSTRAP = f"127.0.0.1:{PORT}"
 KAFKA_ENV = {**os.environ, "KAFKA_DIR": str(REPO / ".kafka" / "demo"), "KAFKA_PORT": str(PORT)}
 WORK = REPO / ".kafka" / "demo-worker"
 CONFIG = WORK / "ecommerce-short-windows.toml"
+WORKFLOWS = BUNDLED_CONFIG.parent / "workflows.toml"
+LOAN = {"applicant_id": "app-5001", "amount": 25000, "annual_income": 80000,
+        "credit_score": 735}
 
 
 def say(text: str = "") -> None:
@@ -47,7 +51,7 @@ def kafka(*args: str) -> None:
 def start_worker() -> subprocess.Popen:
     shutil.rmtree(WORK, ignore_errors=True)  # state of an earlier run belongs to a purged broker
     WORK.mkdir(parents=True, exist_ok=True)
-    CONFIG.write_text(with_short_windows(BUNDLED_CONFIG.read_text()))
+    CONFIG.write_text(with_short_windows(BUNDLED_CONFIG.read_text()) + loan_workflow())
     env = {**os.environ, "CHOREO_BROKER": f"kafka://{BOOTSTRAP}", "CHOREO_APP_ID": "choreo-demo",
            "CHOREO_DATA_DIR": str(WORK / "data"), "CHOREO_WEB_PORT": str(WEB_PORT),
            "CHOREO_CONFIG": str(CONFIG), "PYTHONPATH": str(REPO)}
@@ -55,6 +59,63 @@ def start_worker() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "faust", "-A", "topology", "worker",
                              "-l", "info"], cwd=REPO, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
+
+
+def loan_workflow() -> str:
+    """The bundled loan-approval saga, to run next to the e-commerce choreography."""
+    text = WORKFLOWS.read_text()
+    return "\n" + text[text.index("# A saga:"):text.index("# Research, writing")]
+
+
+def instance(instance_id: str) -> dict | None:
+    try:
+        return orjson.loads(urllib.request.urlopen(
+            f"http://127.0.0.1:{WEB_PORT}/workflows/{instance_id}/", timeout=5).read())
+    except OSError:
+        return None
+
+
+async def run_loans(topic: str) -> int:
+    """Start two loan sagas (one by its trigger event, one by workflow.start) and print them."""
+    say("\n== a workflow next to the choreography: the loan-approval saga")
+    say("   app-5001 by its trigger event loan_application_submitted; loan-5002 by a "
+        "workflow.start whose input injects a failure at the approval step")
+    await send_events(BOOTSTRAP, topic, [
+        new_event("loan_application_submitted", LOAN, source="bank.web",
+                  correlation_id="app-5001").as_dict(),
+        new_event("workflow.start", {"workflow": "loan_approval", "instance_id": "loan-5002",
+                                     "input": {**LOAN, "applicant_id": "app-5002",
+                                               "fail_at": "approval"}},
+                  source="bank.web", correlation_id="loan-5002").as_dict()])
+    wanted = {"loan_approval-app-5001": "completed", "loan-5002": "compensated"}
+    deadline = time.monotonic() + 60
+    views: dict[str, dict | None] = {}
+    while time.monotonic() < deadline:
+        views = {i: instance(i) for i in wanted}
+        if all(v and v["status"] not in ("running", "compensating") for v in views.values()):
+            break
+        await asyncio.sleep(0.5)
+    failures = 0
+    for instance_id, expected in wanted.items():
+        view = views.get(instance_id) or {"status": "not found", "timings": {}}
+        ok = view["status"] == expected
+        failures += not ok
+        say(f"\n   {instance_id}: {view['status']} in {view.get('duration_seconds')}s "
+            f"{'as expected' if ok else 'EXPECTED ' + expected}")
+        for step, timing in view["timings"].items():
+            undo = f", compensation {timing['compensation']}" if "compensation" in timing else ""
+            error = f" ({timing['error']})" if timing.get("error") else ""
+            say(f"     {step:<16} {timing['status']:<10} {timing['duration_seconds']}s, "
+                f"{timing.get('attempts', 0)} attempt(s){undo}{error}")
+        if view.get("status") == "completed":
+            output = view["output"]
+            say(f"     -> loan {output['loan_id']}: approved={output['approved']}, "
+                f"rate {output['interest_rate']}%")
+        elif view.get("compensation"):
+            say(f"     -> undone in reverse order: {', '.join(view['compensation']['done'])}")
+    say("   (GET /workflows/{instance_id}/ shows each instance's state, history and "
+        "timings; /workflows/ lists them)")
+    return failures
 
 
 def wait_for_web(worker: subprocess.Popen, timeout: float = 90.0) -> None:
@@ -128,6 +189,7 @@ async def feed_and_watch() -> int:
         info = read_dead_letter_headers(record.headers)
         say(f"   {info.get('reason')}: {info.get('detail')}  (from {info.get('topic')}:"
             f"{info.get('partition')}@{info.get('offset')}, value {record.value[:30]!r})")
+    loan_failures = await run_loans(topics.events_topic)
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{WEB_PORT}/metrics").read().decode()
     dups = sum(float(line.split()[-1]) for line in metrics.splitlines()
                if line.startswith("choreo_duplicates_total"))
@@ -135,8 +197,8 @@ async def feed_and_watch() -> int:
         f"{len(actions)} actions sent, {len(dead)} dead-lettered, {dups:.0f} duplicate(s) "
         f"dropped, flows done in {time.monotonic() - started:.1f}s")
     say(f"   web views were at http://127.0.0.1:{WEB_PORT}/patterns/, "
-        "/patterns/{id}/state/{key}/, /correlations/{id}/ and /metrics")
-    return 1 if failures or len(dead) != 2 else 0
+        "/patterns/{id}/state/{key}/, /correlations/{id}/, /workflows/ and /metrics")
+    return 1 if failures or loan_failures or len(dead) != 2 else 0
 
 
 def main() -> int:

@@ -1,0 +1,48 @@
+"""Web views of workflows: `/workflows/` and `/workflows/{instance_id}/`."""
+
+from __future__ import annotations
+
+import aiohttp
+from faust.exceptions import SameNode
+from faust.web.exceptions import ServiceUnavailable
+
+from choreo.app import Runtime
+from tables.pattern_state import partition_for
+
+
+def register_workflow_views(runtime: Runtime) -> None:
+    app = runtime.app
+
+    @app.page("/workflows/")
+    async def workflows(web, request):  # noqa: ANN001 - Faust view signature
+        orchestrator = getattr(runtime, "orchestrator", None)
+        body = {"workflows": [w.describe() for w in runtime.choreography.workflows]}
+        if orchestrator is not None:
+            body["instances"] = orchestrator.store.summaries()
+            body["instances_note"] = ("instances on this worker's partitions; "
+                                      "/workflows/{instance_id}/ finds any")
+        return web.json(body)
+
+    @app.page("/workflows/{instance_id}/")
+    async def instance(web, request, instance_id):  # noqa: ANN001
+        orchestrator = getattr(runtime, "orchestrator", None)
+        if orchestrator is None:
+            return web.json({"error": "this process runs no orchestrator (no workflows, or "
+                                      "CHOREO_ENGINE=off)"}, status=404)
+        try:
+            return await app.router.route_topic_req(runtime.events_topic,
+                                                    instance_id.encode(), web, request)
+        except SameNode:
+            pass
+        except ServiceUnavailable:
+            return web.json({"error": "no worker owns this instance's partition yet"},
+                            status=503)
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return web.json({"error": "the worker owning this instance does not answer"},
+                            status=503)
+        partition = partition_for(instance_id, runtime.settings.partitions)
+        if partition not in orchestrator.active_partitions():
+            return web.json({"error": "this instance's partition is moving between workers"},
+                            status=503)
+        body = orchestrator.describe_instance(instance_id)
+        return web.json(body, status=200 if body["found"] else 404)

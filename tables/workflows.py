@@ -1,0 +1,96 @@
+"""Workflow instances: one JSON state per instance in a changelog-backed Faust table.
+
+The table `workflow-instances` is keyed by instance id. An instance lives on the partition
+its id hashes to, which is where its events arrive: the orchestrator keys its actions by the
+instance id, and the workers key their events by the action's correlation id, the same id.
+Each value is `{"p": partition, "s": state}`.
+
+An in-memory index (instance id -> partition, workflow, status, next deadline) lets the agent
+skip events of no instance without reading the table, and the timer find due deadlines; it is
+rebuilt from the table after each rebalance, so only the table needs to survive a restart.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import orjson
+
+TABLE = "workflow-instances"
+
+
+@dataclass
+class Entry:
+    partition: int
+    workflow: str
+    status: str
+    deadline: float | None
+
+
+@dataclass
+class WorkflowTable:
+    table: faust.Table
+    deadline_of: Callable[[dict], float | None]
+    index: dict[str, Entry] = field(default_factory=dict)
+    stale: bool = True  # the index needs rebuilding (after a rebalance)
+
+    @classmethod
+    def create(cls, app: faust.App, partitions: int,
+               deadline_of: Callable[[dict], float | None]) -> WorkflowTable:
+        table = app.Table(TABLE, default=None, partitions=partitions, key_type=bytes,
+                          value_type=bytes, help="instance id -> {partition, state}")
+        return cls(table, deadline_of)
+
+    def load(self, instance_id: str) -> dict | None:
+        raw = self.table.get(instance_id.encode())
+        return None if raw is None else orjson.loads(raw)["s"]
+
+    def save(self, instance_id: str, partition: int, state: dict | None) -> None:
+        """Store a state (None forgets the instance); call while handling its partition."""
+        key = instance_id.encode()
+        if state is None:
+            if self.index.pop(instance_id, None) is not None or key in self.table:
+                del self.table[key]
+            return
+        self.table[key] = orjson.dumps({"p": partition, "s": state})
+        self.index[instance_id] = Entry(partition, state["workflow"], state["status"],
+                                        self.deadline_of(state))
+
+    def items(self) -> Iterable[tuple[str, int, dict]]:
+        """(instance id, partition, state) of every instance held here."""
+        for key, raw in self.table.items():
+            if raw is not None:
+                data = orjson.loads(raw)
+                yield key.decode(), data["p"], data["s"]
+
+    def rebuild(self, active: set[int]) -> int:
+        self.index = {}
+        for instance_id, partition, state in self.items():
+            if partition in active:
+                self.index[instance_id] = Entry(partition, state["workflow"], state["status"],
+                                                self.deadline_of(state))
+        self.stale = False
+        return len(self.index)
+
+    def due(self, now: float) -> list[str]:
+        return sorted((i for i, e in self.index.items()
+                       if e.deadline is not None and e.deadline <= now),
+                      key=lambda i: self.index[i].deadline or 0.0)
+
+    def counts(self) -> Counter[tuple[str, str]]:
+        """Instances held here by (workflow, status)."""
+        return Counter((e.workflow, e.status) for e in self.index.values())
+
+    def summaries(self, limit: int = 500) -> list[dict[str, Any]]:
+        out = []
+        for instance_id, partition, state in self.items():
+            out.append({"instance_id": instance_id, "workflow": state["workflow"],
+                        "status": state["status"], "started_at": state["started_at"],
+                        "ended_at": state["ended_at"], "partition": partition})
+            if len(out) >= limit:
+                break
+        return sorted(out, key=lambda s: s["started_at"], reverse=True)
