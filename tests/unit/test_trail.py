@@ -208,11 +208,12 @@ def play(ecommerce: Choreography, first: dict[str, Any]) -> list[dict[str, Any]]
         run(due)
 
 
-@pytest.mark.parametrize(("description", "envelope", "expected"),
-                         [pytest.param(*sample, id=sample[0]) for sample in sample_orders()])
-def test_each_sample_order_grows_its_expected_trail(ecommerce, description: str,
-                                                     envelope: dict[str, Any],
-                                                     expected: list[str]):
+@pytest.mark.parametrize("index", range(len(sample_orders())),
+                         ids=[sample[0] for sample in sample_orders()])
+def test_each_sample_order_grows_its_expected_trail(ecommerce, index: int):
+    # Built here, not at collection: the example workers stamp their events with the wall
+    # clock, and an order stamped minutes earlier (a long session) misses its sequence.
+    description, envelope, expected = sample_orders()[index]
     records = play(ecommerce, envelope)
 
     assert render(build_trail(records)) == expected, description
