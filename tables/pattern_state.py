@@ -151,15 +151,17 @@ class PatternStateTable:
         if math.isfinite(deadline):
             heapq.heappush(self.heaps.setdefault(partition, []), (deadline, pattern_id, key))
 
-    def due(self, partition: int, watermark: float) -> list[tuple[str, str]]:
-        """Pop the (pattern, key) entries whose deadline the watermark has reached.
+    def due(self, partition: int, watermark: float,
+            limit: int | None = None) -> list[tuple[str, str]]:
+        """Pop the (pattern, key) entries whose deadline the watermark has reached, at most
+        `limit` of them (the rest stay for the next call).
 
         An entry may have been rescheduled or removed since; callers check its state.
         """
         heap = self.heaps.get(partition)
         out: list[tuple[str, str]] = []
         seen: set[tuple[str, str]] = set()
-        while heap and heap[0][0] <= watermark:
+        while heap and heap[0][0] <= watermark and (limit is None or len(out) < limit):
             _, pattern_id, key = heapq.heappop(heap)
             if (pattern_id, key) not in seen:
                 seen.add((pattern_id, key))
