@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
-from choreo.durations import parse_duration
+from choreo.durations import positive_duration
 from choreo.envelope import Event, event_from_mapping, iso_from_ts, now_iso
 
 MONITOR_SOURCE = "choreo.monitor"
@@ -59,15 +59,9 @@ def parse_monitor(raw: object, fail: Callable[[str, str, str], None]) -> Monitor
     for key, value in raw.items():
         name = f"monitor.{key}"
         if key in ("slow_flow", "spike_window", "baseline_window"):
-            try:
-                seconds = parse_duration(value)
-            except ValueError as exc:
-                fail("-", name, str(exc))
-                continue
-            if seconds <= 0:
-                fail("-", name, "must be longer than zero")
-                continue
-            out[key] = seconds
+            seconds = positive_duration(value, name, fail)
+            if seconds is not None:
+                out[key] = seconds
         elif key in ("spike_factor", "spike_min_per_minute"):
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 fail("-", name, "must be a number above zero")

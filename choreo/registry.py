@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from choreo.durations import parse_duration
+from choreo.durations import positive_duration
 
 AGENT_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 KINDS = ("announce", "heartbeat", "leave", "status")
@@ -100,15 +100,9 @@ def parse_agent_settings(raw: object, fail: Any) -> AgentSettings:
     for key, value in raw.items():
         name = f"agents.{key}"
         if key in ("heartbeat_interval", "forget_after"):
-            try:
-                seconds = parse_duration(value)
-            except ValueError as exc:
-                fail("-", name, str(exc))
-                continue
-            if seconds <= 0:
-                fail("-", name, "must be longer than zero")
-                continue
-            values[key] = seconds
+            seconds = positive_duration(value, name, fail)
+            if seconds is not None:
+                values[key] = seconds
         elif key in ("task_progress", "enabled"):
             if not isinstance(value, bool):
                 fail("-", name, f"must be true or false, got {value!r}")

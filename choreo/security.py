@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from choreo.actions import ACTION_REQUESTED, ENGINE_SOURCE
-from choreo.durations import parse_duration
+from choreo.durations import positive_duration
 from choreo.envelope import Event
 from choreo.masking import PATH, Masker
 from choreo.signing import (
@@ -74,14 +74,8 @@ def parse_security(raw: object, base_dir: Path, dedup_horizon: float,
             else:
                 out[key] = value
         elif key in ("max_age", "max_clock_skew"):
-            try:
-                seconds = parse_duration(value)
-            except ValueError as exc:
-                fail("-", name, str(exc))
-                continue
-            if seconds <= 0:
-                fail("-", name, "must be longer than zero")
-            else:
+            seconds = positive_duration(value, name, fail)
+            if seconds is not None:
                 out[key] = seconds
         elif key == "keys_file":
             if not isinstance(value, str) or not value:
