@@ -176,5 +176,7 @@ def test_task_progress_view_returns_the_states_in_order(pool):
     body = wait_until(view, timeout=60, every=1)
     assert [u["state"] for u in body["updates"]] == ["working", "message", "completed"]
     assert body["updates"][1]["message"] == "halfway"
-    assert body["agent_id"] in ("a1", "a2")
+    # One of the pool's agents ran it (a3 only when this test runs without the one before,
+    # which kills it).
+    assert body["agent_id"] in ("a1", "a2", "a3")
     assert body["correlation_id"] == correlation and body["capability"] == "pool"
