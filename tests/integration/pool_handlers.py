@@ -25,7 +25,7 @@ prefix = ""
 
 [agents]
 heartbeat_interval = "500ms"
-missed_heartbeats = 20
+missed_heartbeats = 40
 task_progress = true
 
 [workers]

@@ -102,7 +102,7 @@ def test_weighted_spread_then_a_killed_agent_is_avoided_and_nothing_is_lost(pool
     for agent_id in WEIGHTS:
         assert abs(measured[agent_id] - expected[agent_id]) <= TOLERANCE, measured
 
-    # Freeze a3 and send tasks at once: those routed to it before the verdict (10 s: 20
+    # Freeze a3 and send tasks at once: those routed to it before the verdict (20 s: 40
     # missed heartbeats of 0.5 s) wait in its inbox. Kill it: they must be re-routed.
     def routed(agent_id: str = "") -> float:
         return engine.metric("choreo_actions_routed_total",
