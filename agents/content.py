@@ -5,17 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.failures import check_injected
+from agents.failures import action_data
 from agents.worker import ActionRefused, Handler, Result
 from choreo.envelope import Event
-
-
-def _data(action: Event) -> dict[str, Any]:
-    check_injected(action)
-    data = action.payload.get("data")
-    if not isinstance(data, dict):
-        raise ActionRefused("the action's data is not an object")
-    return data
 
 
 def _text(data: dict[str, Any]) -> str:
@@ -24,7 +16,7 @@ def _text(data: dict[str, Any]) -> str:
 
 
 async def research_topic(action: Event) -> list[Result]:
-    topic = str(_data(action).get("topic") or "")
+    topic = str(action_data(action).get("topic") or "")
     if not topic:
         raise ActionRefused("no topic to research")
     slug = topic.lower().replace(" ", "-")
@@ -34,7 +26,7 @@ async def research_topic(action: Event) -> list[Result]:
 
 
 async def write_article(action: Event) -> list[Result]:
-    data = _data(action)
+    data = action_data(action)
     research = data.get("research") or {}
     topic = research.get("topic", "untitled")
     style = data.get("style") or "plain"
@@ -47,13 +39,13 @@ async def write_article(action: Event) -> list[Result]:
 
 
 async def check_grammar(action: Event) -> list[Result]:
-    text = _text(_data(action))
+    text = _text(action_data(action))
     issues = text.count("  ") + text.count(" ,")
     return [Result("grammar_checked", {"issues": issues, "score": max(0, 100 - 5 * issues)})]
 
 
 async def verify_facts(action: Event) -> list[Result]:
-    data = _data(action)
+    data = action_data(action)
     sources = data.get("sources") or []
     claims = _text(data).count(" fact ")
     return [Result("facts_verified", {"claims": claims, "verified": claims,
@@ -61,7 +53,7 @@ async def verify_facts(action: Event) -> list[Result]:
 
 
 async def optimize_seo(action: Event) -> list[Result]:
-    data = _data(action)
+    data = action_data(action)
     text = _text(data).lower()
     keywords = [str(k) for k in data.get("keywords") or []]
     found = [k for k in keywords if k.lower() in text]
@@ -70,7 +62,7 @@ async def optimize_seo(action: Event) -> list[Result]:
 
 
 async def final_edit(action: Event) -> list[Result]:
-    data = _data(action)
+    data = action_data(action)
     content = data.get("content") or {}
     grammar = data.get("grammar_report") or {}
     facts = data.get("fact_report") or {}

@@ -45,3 +45,12 @@ def check_injected(action: Event) -> None:
 
 def instance_of(action: Event) -> str:
     return str((action.payload.get("workflow") or {}).get("instance_id", action.correlation_id))
+
+
+def action_data(action: Event) -> dict[str, Any]:
+    """The action's `payload.data`, after any failure its input asks for (`check_injected`)."""
+    check_injected(action)
+    data = action.payload.get("data")
+    if not isinstance(data, dict):
+        raise ActionRefused("the action's data is not an object")
+    return data

@@ -6,21 +6,13 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from agents.failures import check_injected, instance_of
+from agents.failures import action_data, instance_of
 from agents.worker import ActionRefused, Handler, Result
 from choreo.envelope import Event
 
 
 def _digest(*parts: object) -> str:
     return hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()
-
-
-def _data(action: Event) -> dict[str, Any]:
-    check_injected(action)
-    data = action.payload.get("data")
-    if not isinstance(data, dict):
-        raise ActionRefused("the action's data is not an object")
-    return data
 
 
 def _application(data: dict[str, Any]) -> dict[str, Any]:
@@ -31,7 +23,7 @@ def _application(data: dict[str, Any]) -> dict[str, Any]:
 
 
 async def check_credit(action: Event) -> list[Result]:
-    data = _data(action)
+    data = action_data(action)
     application = _application(data)
     applicant = application["applicant_id"]
     score = application.get("credit_score")
@@ -43,12 +35,12 @@ async def check_credit(action: Event) -> list[Result]:
 
 
 async def release_credit_check(action: Event) -> list[Result]:
-    data = _data(action)
+    data = action_data(action)
     return [Result("credit_check_released", {"check_id": data.get("check_id")})]
 
 
 async def assess_risk(action: Event) -> list[Result]:
-    data = _data(action)
+    data = action_data(action)
     application = _application(data)
     score = (data.get("credit") or {}).get("score", 0)
     amount = float(application.get("amount", 0))
@@ -62,12 +54,12 @@ async def assess_risk(action: Event) -> list[Result]:
 
 
 async def cancel_assessment(action: Event) -> list[Result]:
-    data = _data(action)
+    data = action_data(action)
     return [Result("risk_assessment_cancelled", {"assessment_id": data.get("assessment_id")})]
 
 
 async def approve_loan(action: Event) -> list[Result]:
-    data = _data(action)
+    data = action_data(action)
     application = _application(data)
     level = (data.get("risk") or {}).get("risk_level", "high")
     approved = level != "high"
@@ -79,7 +71,7 @@ async def approve_loan(action: Event) -> list[Result]:
 
 
 async def cancel_loan(action: Event) -> list[Result]:
-    data = _data(action)
+    data = action_data(action)
     return [Result("loan_cancelled", {"loan_id": data.get("loan_id")})]
 
 

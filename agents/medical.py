@@ -5,17 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.failures import check_injected
+from agents.failures import action_data
 from agents.worker import ActionRefused, Handler, Result
 from choreo.envelope import Event
-
-
-def _data(action: Event) -> dict[str, Any]:
-    check_injected(action)
-    data = action.payload.get("data")
-    if not isinstance(data, dict):
-        raise ActionRefused("the action's data is not an object")
-    return data
 
 
 def _findings(image: Any, modality: str) -> list[str]:
@@ -25,19 +17,19 @@ def _findings(image: Any, modality: str) -> list[str]:
 
 
 async def analyze_xray(action: Event) -> list[Result]:
-    findings = _findings(_data(action).get("image"), "X-ray")
+    findings = _findings(action_data(action).get("image"), "X-ray")
     return [Result("xray_analyzed", {"modality": "xray", "findings": findings,
                                      "confidence": 0.9 if findings else 0.97})]
 
 
 async def analyze_mri(action: Event) -> list[Result]:
-    findings = _findings(_data(action).get("image"), "MRI")
+    findings = _findings(action_data(action).get("image"), "MRI")
     return [Result("mri_analyzed", {"modality": "mri", "findings": findings,
                                     "confidence": 0.92 if findings else 0.98})]
 
 
 async def generate_diagnosis(action: Event) -> list[Result]:
-    data = _data(action)
+    data = action_data(action)
     xray = data.get("xray_results") or {}
     mri = data.get("mri_results") or {}
     both = sorted(set(xray.get("findings", [])) & set(mri.get("findings", [])))
@@ -50,7 +42,7 @@ async def generate_diagnosis(action: Event) -> list[Result]:
 
 
 async def create_treatment_plan(action: Event) -> list[Result]:
-    diagnosis = _data(action).get("diagnosis") or {}
+    diagnosis = action_data(action).get("diagnosis") or {}
     condition = diagnosis.get("condition", "no abnormality")
     if condition == "no abnormality":
         plan, follow_up = ["no treatment needed"], 365
