@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         for scenario in scenarios:
             try:
                 results.append(asyncio.run(bench.run(scenario)))
+                failed = failed or "error" in results[-1]
             except Exception as exc:  # noqa: BLE001 - report it and go on with the rest
                 failed = True
                 say(f"   {scenario.name} FAILED: {type(exc).__name__}: {exc}")

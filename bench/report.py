@@ -92,13 +92,14 @@ def targets_text(checks: list[dict[str, Any]]) -> str:
 
 
 def memory_text(results: list[dict[str, Any]]) -> str:
-    keys = next((r for r in results if r["name"] == "keys" and "error" not in r), None)
+    keys = next((r for r in results if r["name"] == "keys" and r.get("rss_idle_mb")), None)
     if not keys:
         return ""
     return (f"  keys ({keys['correlation_keys']:,} distinct): idle RSS "
             f"{_fmt(keys.get('rss_idle_mb'))} MB, loaded {_fmt(keys.get('rss_loaded_mb'))} MB, "
             f"peak {_fmt(keys.get('peak_rss_mb'))} MB, after quiet "
-            f"{_fmt(keys.get('rss_after_quiet_mb'))} MB")
+            f"{_fmt(keys.get('rss_after_quiet_mb'))} MB"
+            + (f" (failed later: {keys['error']})" if "error" in keys else ""))
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import faust
 import orjson
 
-from choreo import faust_fastpath
+from choreo import faust_fastpath, rocksdb_memory
 from choreo.config import Choreography, load_choreography
 from choreo.dead_letter import HEADER_PREFIX, Origin, dead_letter_headers
 from choreo.envelope import Event
@@ -230,6 +230,9 @@ def create_app(settings: Settings, choreography: Choreography | None = None) -> 
     choreography = choreography or load_choreography(settings.config_path)
     if settings.fast_path:
         faust_fastpath.install()
+    if settings.store.startswith("rocksdb"):
+        rocksdb_memory.install(settings.rocksdb_cache_mb << 20,
+                               settings.rocksdb_write_buffer_mb << 20)
     guard = build_guard(settings, choreography.security)
     app = ChoreoApp(
         settings.app_id,

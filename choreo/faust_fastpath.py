@@ -1,4 +1,5 @@
-"""A per-record fast path for Faust's fetch loop, and quieter library loggers.
+"""A per-record fast path for Faust's fetch loop, a leaner changelog buffer, and quieter
+library loggers.
 
 Faust's consumer hands each fetched record to the streams with
 
@@ -24,7 +25,9 @@ from collections.abc import Coroutine
 from typing import Any
 
 from faust.transport.consumer import Consumer
+from faust.transport.producer import ProducerBuffer
 from mode import Service
+from mode.services import ServiceTask
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +79,46 @@ async def fast_wait_first(self: Consumer, *coros: Any, timeout: Any = None) -> A
     return await Service.wait_first(self, *coros, timeout=timeout)
 
 
+# --- the changelog buffer -----------------------------------------------------------------
+# A table write puts its changelog record in Faust's `ProducerBuffer`; a background task sends
+# them one at a time and sets an event per record, and `flush_atmost(n)` waits on that event
+# with an `asyncio.wait_for` per record. A batch of 500 events writes a few thousand records:
+# the stream then waited in `wait_until_ebb` (buffer over 100 records, a warning logged per
+# wait) while thousands of wait_for timers were made and cancelled. Here the sending task
+# counts what it sent and a flush waits per wake-up, not per record, and the stream's
+# threshold is the size of a few batches.
+
+BUFFER_MAX_MESSAGES = 10_000
+
+
+async def _handle_pending(self: ProducerBuffer) -> None:
+    get_pending, send_pending = self.pending.get, self._send_pending
+    while not self.should_stop:
+        msg = await get_pending()
+        await send_pending(msg)
+        self._choreo_sent = getattr(self, "_choreo_sent", 0) + 1
+        self.message_sent.set()
+
+
+async def _flush_atmost(self: ProducerBuffer, max_messages: int | None) -> int:
+    """Wait until the buffer is empty or `max_messages` were sent; how many were sent."""
+    start = getattr(self, "_choreo_sent", 0)
+    while True:
+        if self.state != "running" and self.size:
+            raise RuntimeError("Cannot flush: Producer not Running")
+        sent = getattr(self, "_choreo_sent", 0) - start
+        if self.size == 0 or (max_messages is not None and sent >= max_messages):
+            return sent
+        self.message_sent.clear()
+        try:
+            await asyncio.wait_for(self.message_sent.wait(), timeout=0.1)
+        except TimeoutError:
+            return getattr(self, "_choreo_sent", 0) - start
+
+
 def install() -> bool:
-    """Patch `Consumer.wait_first` once; False if this Faust's consumer is not the one known."""
+    """Patch `Consumer.wait_first` and the changelog buffer once; False if this Faust's
+    consumer is not the one known."""
     if getattr(Consumer, _PATCHED, False):
         return True
     if Consumer.wait_first is not Service.wait_first or not hasattr(Consumer, "_drain_messages"):
@@ -85,6 +126,12 @@ def install() -> bool:
                     "left as it is")
         return False
     Consumer.wait_first = fast_wait_first  # type: ignore[method-assign]
+    if isinstance(ProducerBuffer.__dict__.get("_handle_pending"), ServiceTask):
+        ProducerBuffer._handle_pending = ServiceTask(_handle_pending)  # type: ignore[assignment]
+        ProducerBuffer.flush_atmost = _flush_atmost  # type: ignore[method-assign]
+        ProducerBuffer.max_messages = BUFFER_MAX_MESSAGES
+    else:
+        log.warning("faust producer buffer differs from the one known; left as it is")
     setattr(Consumer, _PATCHED, True)
     return True
 

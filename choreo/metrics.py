@@ -71,6 +71,10 @@ CONSUMER_LAG = Gauge("choreo_consumer_lag",
 TABLE_ENTRIES = Gauge("choreo_table_entries",
                       "Entries in each table on this worker (its active partitions), counted "
                       "every few seconds.", ["table"], registry=REGISTRY)
+ROCKSDB_MEMORY = Gauge("choreo_rocksdb_memory_bytes",
+                       "Bytes held by RocksDB's shared block cache and by all memtables "
+                       "(CHOREO_ROCKSDB_CACHE_MB, CHOREO_ROCKSDB_WRITE_BUFFER_MB).", ["kind"],
+                       registry=REGISTRY)
 PATTERN_KEYS = Gauge("choreo_pattern_keys_in_flight",
                      "Keys with state in flight per keyed pattern on this worker "
                      "(~correlation: correlation summaries).", ["pattern_id"], registry=REGISTRY)

@@ -23,6 +23,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {env.get(name)!r}")
+    return value
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -97,6 +104,10 @@ class Settings:
     # event writes changelog records, and small batches mean a produce request each.
     producer_linger: float = 0.005
     producer_batch_bytes: int = 16384
+    # One RocksDB memory budget for the whole process (choreo/rocksdb_memory.py): the block
+    # cache every store shares, and the memtables of all stores together, in MiB.
+    rocksdb_cache_mb: int = 64
+    rocksdb_write_buffer_mb: int = 64
     # Signing keys (choreo/signing.py): a key file, and/or `id=secret` pairs, and the id
     # this process signs with. Never printed.
     signing_keys_file: Path | None = None
@@ -137,6 +148,10 @@ class Settings:
             producer_linger=_float(env, "CHOREO_PRODUCER_LINGER", default.producer_linger),
             producer_batch_bytes=_int(env, "CHOREO_PRODUCER_BATCH_BYTES",
                                       default.producer_batch_bytes),
+            rocksdb_cache_mb=_positive_int(env, "CHOREO_ROCKSDB_CACHE_MB",
+                                           default.rocksdb_cache_mb),
+            rocksdb_write_buffer_mb=_positive_int(env, "CHOREO_ROCKSDB_WRITE_BUFFER_MB",
+                                                  default.rocksdb_write_buffer_mb),
             signing_keys_file=_path(env, "CHOREO_SIGNING_KEYS_FILE"),
             signing_keys=env.get("CHOREO_SIGNING_KEYS") or "",
             signing_key_id=env.get("CHOREO_SIGNING_KEY_ID") or "",

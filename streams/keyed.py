@@ -39,6 +39,7 @@ from choreo.envelope import Event, InvalidEvent, parse_event
 from choreo.matchers.base import KeyedMatcher, Outcome, key_for, matcher_for
 from choreo.matchers.correlation import TRACKER_ID, CorrelationTracker, action_note
 from choreo.matching import PatternIndex
+from choreo.memory import FREED  # memory back to the OS after a mass expiry
 from choreo.metrics import (
     ACTION_LATENCY,
     ACTIONS_SENT,
@@ -332,8 +333,12 @@ class KeyedEngine:
                 if tp.topic in names}
 
     def ready(self) -> bool:
+        """Whether deadlines may run: not while recovering or rebalancing, and not once the
+        worker is stopping (its producer may be gone before the timer's last changelog
+        records are sent; they run again after the restart)."""
         app = self.runtime.app
-        return not app.rebalancing and app.tables.recovery.completed.is_set()
+        return (not app.rebalancing and not app.should_stop
+                and app.tables.recovery.completed.is_set())
 
     async def tick(self) -> int:
         """Fire every deadline the watermarks have passed; returns how many entries it ran."""
@@ -360,6 +365,7 @@ class KeyedEngine:
             if math.isfinite(clocks["e"]):
                 WATERMARK.labels(str(partition)).set(clocks["e"])
         STATE_ENTRIES.set(sum(self.store.live.values()))
+        FREED.note(ran)
         return ran
 
     async def drain_changelog(self) -> None:

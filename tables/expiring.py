@@ -20,6 +20,9 @@ from typing import Any
 import faust
 import orjson
 
+from choreo.memory import FREED
+from tables.pattern_state import read
+
 
 @dataclass
 class ExpiringTable:
@@ -38,7 +41,7 @@ class ExpiringTable:
 
     def get(self, key: str) -> Any | None:
         """The live value for key, or None when absent or expired."""
-        raw = self.table.get(key)
+        raw = read(self.table, key)
         if raw is None:
             return None
         ts, partition, value = orjson.loads(raw)
@@ -81,12 +84,13 @@ class ExpiringTable:
         removed = 0
         while heap and heap[0][0] < cutoff:
             _, key = heapq.heappop(heap)
-            raw = self.table.get(key)
+            raw = read(self.table, key)
             entry = orjson.loads(raw) if raw is not None else None
             # A key written again since, or by another partition, is not this entry's to drop.
             if entry is not None and entry[1] == partition and entry[0] < cutoff:
                 del self.table[key]
                 removed += 1
+        FREED.add(removed)
         return removed
 
     def entries(self) -> Any:

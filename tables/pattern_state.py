@@ -123,7 +123,7 @@ class PatternStateTable:
     # --- entries ------------------------------------------------------------------------
 
     def load(self, pattern_id: str, key: str) -> Slot | None:
-        raw = self.table.get(_table_key(pattern_id, key))
+        raw = read(self.table, _table_key(pattern_id, key))
         if raw is None:
             return None
         data = orjson.loads(raw)
@@ -304,6 +304,12 @@ class BatchWrites:
             written += 1
         self.pending.clear()
         return written
+
+
+def read(table: Any, key: Any) -> Any:
+    """The stored value for key, or None: one RocksDB read. (`Table.get` reads twice, once
+    to ask whether the key is there and once for its value.) A plain dict (replay) as is."""
+    return getattr(table, "data", table).get(key)
 
 
 def _table_key(pattern_id: str, key: str) -> bytes:

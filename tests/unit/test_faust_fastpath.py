@@ -119,3 +119,40 @@ def test_library_loggers_are_raised_to_the_worker_level() -> None:
         assert logger.getEffectiveLevel() == logging.WARNING
     finally:
         logger.setLevel(old)
+
+
+class _Conf:
+    producer_threaded = False
+
+
+class _App:
+    conf = _Conf()
+
+
+@pytest.mark.asyncio
+async def test_changelog_buffer_sends_everything_in_order_and_flush_waits_for_it() -> None:
+    from faust.transport.producer import ProducerBuffer
+
+    faust_fastpath.install()
+    buffer = ProducerBuffer()
+    buffer.app = _App()
+    sent: list[int] = []
+
+    async def send(fut: int) -> None:  # the producer: sometimes it has to wait
+        if fut % 7 == 0:
+            await asyncio.sleep(0)
+        sent.append(fut)
+
+    buffer._send_pending = send  # type: ignore[method-assign]
+    await buffer.start()
+    try:
+        for i in range(2_000):
+            buffer.put(i)  # type: ignore[arg-type]
+        assert buffer.size == 2_000
+        assert await buffer.flush_atmost(100) >= 100  # the stream's wait: some, not all
+        await buffer.flush()
+        assert buffer.size == 0
+        assert sent == list(range(2_000))
+        assert await buffer.flush_atmost(10) == 0  # nothing pending: returns at once
+    finally:
+        await buffer.stop()

@@ -1,0 +1,69 @@
+"""Give memory freed by a mass expiry back to the operating system.
+
+When a million keys go quiet, the worker frees their deadline entries, decoded states and
+changelog records at once. CPython returns a 256 KiB arena only when every object in it is
+gone, and glibc keeps freed heap pages for reuse, so the freed memory stays in the worker's
+RSS (make bench, `keys`: 86 MB idle, 457 MB after the keys expired). After a large expiry,
+a full collection and `malloc_trim(0)` (which unmaps free pages anywhere in the heap) bring
+most of it back. Each costs some milliseconds per hundred thousand live objects, so it runs
+only after much was freed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def _libc_trim() -> object | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return getattr(libc, "malloc_trim", None)
+
+
+_malloc_trim = _libc_trim()
+
+
+def release_freed_memory() -> bool:
+    """Collect garbage and hand free heap pages back; whether malloc_trim released any."""
+    gc.collect()
+    if _malloc_trim is None:  # not glibc: nothing more to do
+        return False
+    return bool(_malloc_trim(0))
+
+
+class ReleaseAfter:
+    """Counts what was freed; calls `release_freed_memory` once `threshold` entries were
+    freed and the work has stopped (a quiet tick), not in the middle of a backlog."""
+
+    def __init__(self, threshold: int = 20_000) -> None:
+        self.threshold = threshold
+        self.freed = 0
+
+    def add(self, freed: int) -> None:
+        """Count entries freed elsewhere (table sweeps); the next quiet tick may release."""
+        self.freed += freed
+
+    def note(self, freed: int) -> bool:
+        """Record a tick's freed entries; release when a quiet tick follows enough of them."""
+        if freed:
+            self.freed += freed
+            return False
+        if self.freed < self.threshold:
+            return False
+        self.freed = 0
+        released = release_freed_memory()
+        log.info("released freed memory to the OS after a large expiry (trimmed: %s)",
+                 released)
+        return True
+
+
+# One per process: the deadline timer notes what it ran, table sweeps add what they removed.
+FREED = ReleaseAfter()
