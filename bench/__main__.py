@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"   {scenario.name} FAILED: {type(exc).__name__}: {exc}")
                 results.append({"name": scenario.name, "kind": scenario.kind,
                                 "patterns": scenario.patterns, "error": str(exc)})
+            # What is done so far, in case the run is stopped before the end.
+            report.write_json(args.out / "partial.json",
+                              {"mode": mode, "run_id": bench.run_id, "scenarios": results})
         report.add_ratios(results)
         checks = report.targets(results)
         document = {

@@ -21,6 +21,7 @@ from bench.generate import (
     GeneratedChoreography,
     ecommerce_choreography,
     ecommerce_events,
+    ecommerce_orders,
     generate_choreography,
     generated_events,
 )
@@ -74,6 +75,7 @@ class Scenario:
     choreography: GeneratedChoreography | None = None
     maker: EventMaker | None = None
     quiet_phase: bool = False
+    ticks: EventMaker | None = None  # events on other keys that move event time on
     profile: bool = False
     recovery: bool = True
 
@@ -111,6 +113,7 @@ class Bench:
             Scenario("ecommerce", "engine", s.engine_events,
                      choreography=ecommerce_choreography(ecommerce_prefix),
                      maker=ecommerce_events(self.run_id),
+                     ticks=ecommerce_events(f"{self.run_id}-tick"),
                      recovery=s.recovery_for is None or "ecommerce" in s.recovery_for),
         ]
         for n in (10, 100, 1000):
@@ -120,13 +123,18 @@ class Bench:
             found.append(Scenario(
                 name, "engine", s.engine_events, patterns=n, choreography=generated,
                 maker=generated_events(self.run_id, generated.event_types, 10_000),
+                ticks=generated_events(f"{self.run_id}-tick", generated.event_types, 64),
                 profile=n == 100,
                 recovery=s.recovery_for is None or name in s.recovery_for))
-        generated = generate_choreography(100, f"{self.run_id}-keys.",
-                                          dedup_horizon=self.dedup_horizon)
+        # A million new orders: the e-commerce file, one order_received per key (each starts
+        # an order-to-shipment sequence and a correlation summary), its 24 h horizons cut to
+        # 2 m so the keys go quiet within the 20 minutes of event time the quiet phase adds.
         found.append(Scenario(
-            "keys", "engine", s.keys, patterns=100, keys=None, choreography=generated,
-            maker=generated_events(self.run_id, generated.event_types, None), quiet_phase=True,
+            "keys", "engine", s.keys, keys=None,
+            choreography=ecommerce_choreography(f"{self.run_id}-keys.",
+                                                quiet_after=self.dedup_horizon),
+            maker=ecommerce_orders(self.run_id),
+            ticks=ecommerce_events(f"{self.run_id}-tick"), quiet_phase=True,
             recovery=s.recovery_for is None or "keys" in s.recovery_for))
         return found
 
@@ -302,12 +310,10 @@ class Bench:
         """
         assert sc.choreography is not None
         handled = await self.processed(offsets, proc, group, in_topic, [])
-        ticks = generated_events(f"{self.run_id}-now", sc.choreography.event_types, 64) \
-            if sc.patterns else sc.maker
-        assert ticks is not None
+        assert sc.ticks is not None
         count = 64
         began = time.monotonic()
-        await kafka.produce(self.bootstrap, in_topic, ticks, 10 ** 9, count)
+        await kafka.produce(self.bootstrap, in_topic, sc.ticks, 10 ** 9, count)
         await self.drain(offsets, proc, group, in_topic, [], handled + count, timeout=600.0)
         last = await self.deadlines_settled(proc, began + 1800.0)
         took = time.monotonic() - began
@@ -380,20 +386,21 @@ class Bench:
 
     async def quiet(self, offsets: kafka.Offsets, sc: Scenario, proc: Proc, group: str,
                     in_topic: str) -> dict[str, Any]:
-        """Let the keys go quiet: other keys move event time 10 minutes on; watch RSS."""
+        """Let the keys go quiet: other keys move event time 20 minutes on; watch RSS."""
         assert sc.choreography is not None
         rss_loaded = _mb(proc.sample())
         handled = await self.processed(offsets, proc, group, in_topic, [])
-        ticks = generated_events(f"{self.run_id}-tick", sc.choreography.event_types, 64)
+        ticks = sc.ticks
+        assert ticks is not None
         begin = time.time()
         count = 2_000
-        clock = iter(begin + 600.0 * i / count for i in range(count))
+        clock = iter(begin + 1200.0 * i / count for i in range(count))
         sent = await kafka.produce(self.bootstrap, in_topic,
-                                   lambda i, _now: ticks(i, next(clock)), 0, count)
+                                   lambda i, _now: ticks(i, next(clock)), 2 * 10 ** 9, count)
         del sent
         await self.drain(offsets, proc, group, in_topic, [], handled + count, timeout=600.0)
         await self.deadlines_settled(proc, time.monotonic() + 1800.0)
-        say(f"   keys quiet, event time +10 min; watching RSS for "
+        say(f"   keys quiet, event time +20 min; watching RSS for "
             f"{self.sizes.quiet_seconds:.0f}s (loaded {rss_loaded:.0f} MB)")
         readings = []
         until = time.monotonic() + self.sizes.quiet_seconds

@@ -292,7 +292,7 @@ def wire(runtime: Runtime, workers: str = "*") -> Runtime:
     from streams.agents import register_registry
     from streams.match_events import register_matcher
     from streams.orchestrate import register_orchestrator
-    from streams.runtime_metrics import register_runtime_metrics
+    from streams.runtime_metrics import register_memory_view, register_runtime_metrics
     from streams.tasks import register_tasks
     from streams.ui import register_ui
     from streams.views import register_views
@@ -312,6 +312,7 @@ def wire(runtime: Runtime, workers: str = "*") -> Runtime:
     register_worker_views(runtime)
     register_workflow_views(runtime)
     register_runtime_metrics(runtime)
+    register_memory_view(runtime)
     register_ui(runtime)
     register_agent_views(runtime)
     return runtime

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import tracemalloc
 from typing import Any
 
 from choreo import rocksdb_memory
@@ -100,3 +101,30 @@ def register_runtime_metrics(runtime: Runtime) -> None:
     @runtime.app.timer(TABLE_COUNT_SECONDS, name="count_table_entries")
     async def count_table_entries() -> None:
         await count_tables(runtime, not_before)
+
+
+def memory_sites(limit: int = 25) -> dict[str, Any]:
+    """Where the live Python memory was allocated (tracemalloc), biggest first."""
+    if not tracemalloc.is_tracing():
+        return {"tracing": False,
+                "hint": "start the worker with PYTHONTRACEMALLOC=10 to see allocation sites"}
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        (tracemalloc.Filter(False, tracemalloc.__file__),))
+    stats = snapshot.statistics("traceback")
+    return {
+        "tracing": True,
+        "traced_bytes": sum(s.size for s in stats),
+        "sites": [{"bytes": s.size, "blocks": s.count,
+                   "traceback": [f"{f.filename}:{f.lineno}" for f in s.traceback]}
+                  for s in stats[:limit]],
+    }
+
+
+def register_memory_view(runtime: Runtime) -> None:
+    """`/debug/memory/`: RocksDB's budget use and, under PYTHONTRACEMALLOC, Python's sites."""
+
+    @runtime.app.page("/debug/memory/")
+    async def memory_view(web, request):  # noqa: ANN001 - Faust view signature
+        body = await asyncio.to_thread(memory_sites)
+        body["rocksdb"] = rocksdb_memory.usage()
+        return web.json(body)

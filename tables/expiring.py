@@ -23,6 +23,9 @@ import orjson
 from choreo.memory import FREED
 from tables.pattern_state import read
 
+# Entries one sweep removes at most (a RocksDB read, a delete and a changelog tombstone each).
+SWEEP_LIMIT = 1000
+
 
 @dataclass
 class ExpiringTable:
@@ -38,6 +41,7 @@ class ExpiringTable:
     _last_sweep: dict[int, float] = field(default_factory=dict)
     _high_water: dict[int, float] = field(default_factory=dict)
     _index: dict[int, list[tuple[float, str]]] = field(default_factory=dict)
+    _backlog: dict[int, float] = field(default_factory=dict)  # cutoff of an unfinished sweep
 
     def get(self, key: str) -> Any | None:
         """The live value for key, or None when absent or expired."""
@@ -58,12 +62,20 @@ class ExpiringTable:
     def forget_index(self, *_args: Any, **_kwargs: Any) -> None:
         """After a rebalance: partitions may have changed hands, rebuild at the next sweep."""
         self._index.clear()
+        self._backlog.clear()
 
     def advance(self, partition: int, ts: float) -> int:
-        """Note event time on a partition; sweep it when due. Returns entries removed."""
+        """Note event time on a partition; sweep it when due. Returns entries removed.
+
+        A sweep removes at most `SWEEP_LIMIT` entries; what is left is swept on the next
+        calls, so a million entries expiring together do not hold the stream for minutes.
+        """
         if ts > self._high_water.get(partition, float("-inf")):
             self._high_water[partition] = ts
         high = self._high_water[partition]
+        backlog = self._backlog.get(partition)
+        if backlog is not None:
+            return self._sweep_some(partition, backlog)
         last = self._last_sweep.get(partition)
         if last is None:
             self._last_sweep[partition] = high
@@ -71,10 +83,19 @@ class ExpiringTable:
         if high - last < self.every:
             return 0
         self._last_sweep[partition] = high
-        return self.sweep(partition, high - self.horizon)
+        return self._sweep_some(partition, high - self.horizon)
 
-    def sweep(self, partition: int, cutoff: float) -> int:
-        """Delete this partition's entries older than cutoff (call inside the stream)."""
+    def _sweep_some(self, partition: int, cutoff: float) -> int:
+        removed = self.sweep(partition, cutoff, limit=SWEEP_LIMIT)
+        if removed >= SWEEP_LIMIT:
+            self._backlog[partition] = cutoff
+        else:
+            self._backlog.pop(partition, None)
+        return removed
+
+    def sweep(self, partition: int, cutoff: float, limit: int | None = None) -> int:
+        """Delete this partition's entries older than cutoff, at most `limit` of them (call
+        inside the stream)."""
         heap = self._index.get(partition)
         if heap is None:
             heap = self._index[partition] = [
@@ -82,7 +103,7 @@ class ExpiringTable:
             ]
             heapq.heapify(heap)
         removed = 0
-        while heap and heap[0][0] < cutoff:
+        while heap and heap[0][0] < cutoff and (limit is None or removed < limit):
             _, key = heapq.heappop(heap)
             raw = read(self.table, key)
             entry = orjson.loads(raw) if raw is not None else None

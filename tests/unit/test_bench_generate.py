@@ -10,6 +10,7 @@ from bench.generate import (
     ECOMMERCE_FLOW,
     ecommerce_choreography,
     ecommerce_events,
+    ecommerce_orders,
     generate_choreography,
     generated_events,
 )
@@ -68,6 +69,27 @@ def test_each_ecommerce_event_fires_in_the_bundled_file(tmp_path) -> None:
         event = parse_event(value)
         assert key == f"ord-{i // len(ECOMMERCE_FLOW)}".encode()
         assert matcher.match(event)
+
+
+def test_keys_scenario_orders_are_new_keys_and_go_quiet_within_the_cut_horizons(tmp_path) -> None:
+    path = tmp_path / "keys.toml"
+    path.write_text(ecommerce_choreography("bench-k.", quiet_after="2m").text)
+    choreography = load_choreography(path)
+    assert choreography.defaults.dedup_horizon == 120.0
+    assert choreography.defaults.correlation_ttl == 120.0
+    matcher = EventMatcher(choreography.patterns)
+    make = ecommerce_orders("run")
+    keys = set()
+    for i in range(100):
+        key, value = make(i, time.time())
+        event = parse_event(value)
+        assert event.event_type == "order_received" and key == event.correlation_id.encode()
+        assert matcher.match(event)
+        keys.add(key)
+    assert len(keys) == 100
+    # The bundled file itself keeps its 24 h horizons.
+    path.write_text(ecommerce_choreography("bench-k.").text)
+    assert load_choreography(path).defaults.correlation_ttl == 24 * 3600.0
 
 
 def test_one_key_per_event_when_keys_is_none() -> None:

@@ -45,3 +45,23 @@ def test_release_waits_for_the_threshold_and_a_quiet_tick(monkeypatch) -> None: 
     assert calls == [1]
     assert release.note(0) is False  # counted from zero again
     assert calls == [1]
+
+
+def test_memory_view_lists_allocation_sites_only_when_tracing() -> None:
+    import tracemalloc
+
+    from streams.runtime_metrics import memory_sites
+
+    assert not tracemalloc.is_tracing()
+    assert memory_sites()["tracing"] is False
+    tracemalloc.start(3)
+    try:
+        held = [bytearray(1000) for _ in range(5_000)]  # 5 MB from one line
+        body = memory_sites(limit=5)
+        assert body["tracing"] is True and body["traced_bytes"] >= 5_000_000
+        top = body["sites"][0]
+        assert top["bytes"] >= 5_000_000 and top["blocks"] >= 5_000
+        assert any("test_memory_release.py" in frame for frame in top["traceback"])
+        assert len(held) == 5_000
+    finally:
+        tracemalloc.stop()
