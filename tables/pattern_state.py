@@ -143,7 +143,7 @@ class PatternStateTable:
             return
         if not existed:
             self.live[pattern_id] += 1
-        self.table[tkey] = orjson.dumps({"p": partition, "o": offsets, "s": state})
+        self.table[tkey] = tight(orjson.dumps({"p": partition, "o": offsets, "s": state}))
         if deadline is not None:
             self.schedule(partition, deadline, pattern_id, key)
 
@@ -304,6 +304,17 @@ class BatchWrites:
             written += 1
         self.pending.clear()
         return written
+
+
+def tight(raw: bytes) -> bytes:
+    """`raw` in a buffer of its own size.
+
+    orjson 3.12+ returns every `dumps` result in a buffer of at least 4 KiB. A table value
+    is held by its changelog record until the producer has sent it, so a backlog of 20,000
+    records of 200 bytes held 80 MB (make bench, keys, seen in /debug/memory/). The copy
+    costs about 0.25 us.
+    """
+    return memoryview(raw).tobytes()
 
 
 def read(table: Any, key: Any) -> Any:

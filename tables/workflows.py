@@ -20,6 +20,8 @@ from typing import Any
 import faust
 import orjson
 
+from tables.pattern_state import tight
+
 TABLE = "workflow-instances"
 
 
@@ -56,7 +58,7 @@ class WorkflowTable:
             if self.index.pop(instance_id, None) is not None or key in self.table:
                 del self.table[key]
             return
-        self.table[key] = orjson.dumps({"p": partition, "s": state})
+        self.table[key] = tight(orjson.dumps({"p": partition, "s": state}))
         self.index[instance_id] = Entry(partition, state["workflow"], state["status"],
                                         self.deadline_of(state))
 

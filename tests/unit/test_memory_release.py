@@ -65,3 +65,26 @@ def test_memory_view_lists_allocation_sites_only_when_tracing() -> None:
         assert len(held) == 5_000
     finally:
         tracemalloc.stop()
+
+
+def test_tight_values_hold_their_own_size_not_orjsons_buffer() -> None:
+    import tracemalloc
+
+    import orjson
+
+    from tables.pattern_state import tight
+
+    value = {"p": 1, "o": {"e": 12}, "s": {"step": 1}}
+    tracemalloc.start()
+    try:
+        loose = [orjson.dumps(value) for _ in range(1_000)]
+        loose_bytes = tracemalloc.get_traced_memory()[0]
+        del loose
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [tight(orjson.dumps(value)) for _ in range(1_000)]
+        tight_bytes = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept[0] == orjson.dumps(value)
+    assert tight_bytes < 200_000 < loose_bytes, (tight_bytes, loose_bytes)
