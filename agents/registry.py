@@ -23,12 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import faust
 import orjson
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from agents.inbox import InboxReader, inbox_group
-from choreo.app import Runtime, raw_topic
+from choreo.app import Runtime
 from choreo.registry import Descriptor, default_agent_id, heartbeat_record
 from choreo.topics import ensure_topics
 
@@ -52,33 +52,52 @@ class Presence:
     # the inboxes in that group)
     pool_committed: dict[str, dict[int, int]] = field(default_factory=dict)
     readers: list[InboxReader] = field(default_factory=list)
-
-    @property
-    def topic(self) -> faust.TopicT:
-        return raw_topic(self.runtime.app, self.runtime.choreography.topics.agents_topic)
+    producer: AIOKafkaProducer | None = None
 
     async def send(self, kind: str) -> Any:
+        """Send a presence record; returns the future of its acknowledgement."""
+        if self.producer is None:
+            settings = self.runtime.settings
+            self.producer = AIOKafkaProducer(
+                bootstrap_servers=settings.bootstrap_servers, acks=1, linger_ms=0,
+                **settings.kafka_options())
+            await self.producer.start()
         record = heartbeat_record(kind, self.descriptor, self.incarnation, self.seq, time.time())
         self.seq += 1
-        return await self.topic.send(key=self.descriptor.agent_id.encode(),
-                                     value=orjson.dumps(record))
+        return await self.producer.send(self.runtime.choreography.topics.agents_topic,
+                                        key=self.descriptor.agent_id.encode(),
+                                        value=orjson.dumps(record))
 
     async def beat(self) -> None:
-        """Announce, then a heartbeat every interval until the process stops."""
+        """Announce, then a heartbeat every interval until the process stops.
+
+        Presence records go through a producer of their own: behind the worker's results in
+        the app's producer, a heartbeat waited for every batch queued before it, and a busy
+        agent could be judged down while it worked.
+        """
         await self.send("announce")
         log.info("agent %s announced: capabilities %s, tags %s, weight %g, inboxes %s",
                  self.descriptor.agent_id, ", ".join(self.descriptor.capabilities),
                  ", ".join(self.descriptor.tags) or "-", self.descriptor.weight,
                  ", ".join(self.descriptor.inboxes.values()) or "-")
+        interval = self.descriptor.interval
+        due = time.monotonic()
         while True:
-            await asyncio.sleep(self.descriptor.interval)
-            await self.send("heartbeat")
+            due = max(due + interval, time.monotonic())
+            await asyncio.sleep(due - time.monotonic())
+            try:
+                await self.send("heartbeat")
+            except Exception as exc:  # noqa: BLE001 - the next one may pass; missing ones count
+                log.warning("heartbeat not sent: %s", exc)
 
     async def leave(self, *_args: Any, **_kwargs: Any) -> None:
         try:
             await asyncio.wait_for(await self.send("leave"), 5.0)
         except Exception as exc:  # noqa: BLE001 - the heartbeats stopping says the same
             log.warning("could not announce leaving: %s", exc)
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
 
     async def prepare(self) -> None:
         """Create the agents topic and the inboxes; learn what was drained from them."""
