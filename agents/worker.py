@@ -250,13 +250,14 @@ def add_worker(runtime: Runtime, capability: str, actions: Mapping[str, Handler]
     return worker
 
 
-def note_cancel(worker: CapabilityWorker, cancel: Event, partition: int, offset: int) -> None:
+def note_cancel(worker: CapabilityWorker, cancel: Event, partition: int, offset: int,
+                handled: ExpiringTable | None = None) -> None:
     """Remember a cancelled action id: a copy of it read later is skipped, not handled.
 
     A cancel comes after its action on the same partition, so it stops the copies a crash
     or a re-send leaves behind; an action already handled keeps its record.
     """
-    handled = worker.handled
+    handled = handled if handled is not None else worker.handled
     assert handled is not None
     handled.advance(partition, cancel.ts)
     action_id = cancel.payload["action_id"]
@@ -283,8 +284,16 @@ def _header(headers: Any, name: str) -> str | None:
     return None
 
 
-async def handle_record(worker: CapabilityWorker, record: faust.EventT) -> None:
-    runtime, capability, handled = worker.runtime, worker.capability, worker.handled
+async def handle_record(worker: CapabilityWorker, record: Any,
+                        handled: ExpiringTable | None = None) -> None:
+    """Handle one record of an action topic: a Faust event, or anything with the same
+    `value` and `message` (topic, partition, offset, key, headers, timestamp in seconds).
+
+    `handled` is where the action ids handled are kept: the capability's table by default;
+    an agent's inbox, read outside Faust, brings its own (agents/inbox.py).
+    """
+    runtime, capability = worker.runtime, worker.capability
+    handled = handled if handled is not None else worker.handled
     assert handled is not None
     message = record.message
     origin = Origin(message.topic, message.partition, message.offset)
@@ -300,7 +309,7 @@ async def handle_record(worker: CapabilityWorker, record: faust.EventT) -> None:
                                           refusal.detail, origin, stage=f"worker.{capability}",
                                           topic=worker.dead_letter_topic)
                 return
-            note_cancel(worker, action, message.partition, message.offset)
+            note_cancel(worker, action, message.partition, message.offset, handled)
             return
         if action.event_type != ACTION_REQUESTED or not isinstance(
             action.payload.get("action"), str

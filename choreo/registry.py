@@ -129,7 +129,7 @@ class Descriptor:
     weight: float = 1.0
     version: str = ""
     interval: float = 2.0
-    group: str = ""  # the consumer group that reads its inboxes (its app id)
+    group: str = ""  # the group its inbox offsets are committed to (<app id>.inbox.<agent id>)
     inboxes: Mapping[str, str] = field(default_factory=dict)  # capability -> topic
 
     def as_dict(self) -> dict[str, Any]:

@@ -84,6 +84,8 @@ class RegistryView:
         self.registry = Registry(runtime.choreography.agents.missed_heartbeats)
         self.partitions = runtime.settings.partitions
         self.caught_up = asyncio.Event()
+        # partition -> wall time of the latest fetch after which nothing was left to read
+        self.read_up_to: dict[int, float] = {}
 
     def apply(self, key: bytes | None, value: bytes | None, ts: float) -> None:
         if key is None:
@@ -121,14 +123,32 @@ class RegistryView:
                 for records in batch.values():
                     for r in records:
                         self.apply(r.key, r.value, r.timestamp / 1000.0)
+                await self._note_read(consumer, tps)
                 if not self.caught_up.is_set() and await _reached(consumer, end):
                     self.caught_up.set()
                     log.info("agent registry: %d agent(s) known", len(self.registry.agents))
         finally:
             await consumer.stop()
 
+    async def _note_read(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+        """Note, per partition, when a fetch last found nothing beyond what has been read."""
+        for tp in tps:
+            highwater, fetched_at = consumer.highwater(tp), consumer.last_poll_timestamp(tp)
+            if highwater is not None and fetched_at and await consumer.position(tp) >= highwater:
+                self.read_up_to[tp.partition] = fetched_at / 1000.0
+
+    def now(self) -> float:
+        """The time the liveness rule is applied at: now, or, when this worker is behind on
+        the agents topic, the time up to which it has read every heartbeat sent.
+
+        A worker busy elsewhere (a burst of events, a loaded machine) may read the agents
+        topic late; judged against the wall clock, the heartbeats it has not read yet would
+        count as missed, and a live agent would be marked down.
+        """
+        return min([time.time(), *self.read_up_to.values()])
+
     def describe(self) -> dict[str, Any]:
-        now = time.time()
+        now = self.now()
         missed = self.registry.missed_heartbeats
         return {"agents": [s.describe(now, missed) for _id, s in
                            sorted(self.registry.agents.items())],
@@ -149,7 +169,8 @@ class ActionRouter:
         route = self.runtime.choreography.routing.for_capability(capability)
         if not route.explicit:
             return self.runtime.capability_topic(capability), None
-        found = [s for s in self.view.registry.candidates(capability, route.tag, time.time())
+        found = [s for s in self.view.registry.candidates(capability, route.tag,
+                                                          self.view.now())
                  if s.descriptor.agent_id != exclude]
         agent_id = self.router.choose(capability, route, [
             Candidate(s.descriptor.agent_id, s.descriptor.weight) for s in found])
@@ -187,7 +208,7 @@ class LivenessOwner:
             return
         registry, now = self.view.registry, time.time()
         owned = self.owned()
-        for state, status, reason in registry.transitions(owned, now):
+        for state, status, reason in registry.transitions(owned, self.view.now()):
             await self.publish(state, status, reason, now)
         for agent_id in registry.forgettable(owned, now,
                                              self.runtime.choreography.agents.forget_after):
@@ -198,7 +219,7 @@ class LivenessOwner:
             state = registry.agents.get(agent_id)
             if state is not None and state.status == "down" and state.descriptor.inboxes:
                 self.maybe_drain(state, now)
-        for (capability, status), count in registry_counts(registry, now).items():
+        for (capability, status), count in registry_counts(registry, self.view.now()).items():
             AGENTS.labels(capability, status).set(count)
 
     async def publish(self, state: AgentState, status: str, reason: str, now: float) -> None:
