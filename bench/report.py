@@ -98,7 +98,8 @@ def memory_text(results: list[dict[str, Any]]) -> str:
     return (f"  keys ({keys['correlation_keys']:,} distinct): idle RSS "
             f"{_fmt(keys.get('rss_idle_mb'))} MB, loaded {_fmt(keys.get('rss_loaded_mb'))} MB, "
             f"peak {_fmt(keys.get('peak_rss_mb'))} MB, after quiet "
-            f"{_fmt(keys.get('rss_after_quiet_mb'))} MB"
+            f"{_fmt(keys.get('rss_after_quiet_mb'))} MB (RocksDB's cache and memtables "
+            f"{_fmt(keys.get('rocksdb_after_quiet_mb'))} MB of it)"
             + (f" (failed later: {keys['error']})" if "error" in keys else ""))
 
 

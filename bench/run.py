@@ -322,12 +322,16 @@ class Bench:
         return {"catch_up_s": round(took, 1), "deadlines_run": last}
 
     async def deadlines_settled(self, proc: Proc, deadline: float) -> float | None:
-        """Wait until the engine's deadline counter has not moved for 3 s; return it."""
+        """Wait until the engine's deadline counter has not moved for 3 s; return it.
+
+        A worker too busy to answer /metrics within 5 s is not settled (in the first full
+        run with a million keys two unanswered reads in a row looked like a still counter).
+        """
         last, since, shown = None, time.monotonic(), time.monotonic()
         while time.monotonic() - since < 3.0 and time.monotonic() < deadline:
             ran = await asyncio.to_thread(proc.metric_total, "choreo_deadlines_run_total")
-            if ran != last:
-                last, since = ran, time.monotonic()
+            if ran is None or ran != last:
+                last, since = (last if ran is None else ran), time.monotonic()
             if time.monotonic() - shown >= 10.0:
                 shown = time.monotonic()
                 say(f"   deadlines run {int(last or 0):,}, RSS {_mb(proc.rss_kb() or 0):.0f} MB")
@@ -408,7 +412,9 @@ class Bench:
             readings.append(_mb(proc.sample()))
             await asyncio.sleep(1.0)
         after = readings[-1] if readings else None
-        return {"rss_loaded_mb": rss_loaded, "rss_after_quiet_mb": after,
+        held = await asyncio.to_thread(proc.metric_total, "choreo_rocksdb_memory_bytes")
+        return {"rocksdb_after_quiet_mb": None if held is None else held / 2**20,
+                "rss_loaded_mb": rss_loaded, "rss_after_quiet_mb": after,
                 "rss_after_quiet_min_mb": min(readings) if readings else None}
 
     async def state(self, app_id: str, data_dir: Path) -> dict[str, Any]:

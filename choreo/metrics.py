@@ -34,7 +34,8 @@ UNKEYED = Counter("choreo_unkeyed_events_total",
                   "Events a keyed pattern listens to that carry no key for it (not counted).",
                   ["pattern_id"], registry=REGISTRY)
 TIMERS_FIRED = Counter("choreo_deadlines_run_total",
-                       "Deadlines reached: sequence steps, absence windows, windows closing.",
+                       "Deadlines reached: sequence steps, absence windows, windows closing, and "
+                       "correlation summaries expiring (pattern_id ~correlation).",
                        ["pattern_id"], registry=REGISTRY)
 STATE_ENTRIES = Gauge("choreo_pattern_state_entries",
                       "Keys in flight in the pattern-state table on this worker (incl. "

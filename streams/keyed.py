@@ -52,6 +52,7 @@ from choreo.metrics import (
 from choreo.monitor import slow_flow_alert
 from choreo.patterns import Pattern
 from tables.dedup import dedup_key
+from tables.expiring import ExpiringTable
 from tables.pattern_state import (
     BatchWrites,
     PatternStateTable,
@@ -68,10 +69,14 @@ ORIGIN_HEADER = "choreo.origin"  # where the event was first read: topic:partiti
 NOTE_HEADER = "choreo.note"  # "actions": the value lists actions to record on a correlation
 ACTIONS_HEADER = "choreo.actions"  # actions the event already fired, for the correlation summary
 TICK_SECONDS = 1.0
-EXPIRE_BATCH = 500  # deadlines run under one hold of the lock
-# Deadlines run per partition per tick at most; the rest wait for the next tick. A million
-# keys going quiet at once had the timer hold the stream for minutes (make bench, keys).
-EXPIRE_PER_TICK = 5000
+EXPIRE_BATCH = 200  # deadlines run under one hold of the lock (about 0.2 s here)
+# Seconds of each tick the timer may spend running deadlines while the stream waits; the
+# rest wait for the next tick. When a million keys fell due at once, a timer that ran 5,000
+# per partition per tick back to back let the stream handle one event every 3 s (make bench).
+TICK_BUDGET = 0.5
+# Past the budget the timer goes on while the stream is not waiting for the lock (nothing
+# to apply), up to this many seconds per tick.
+TICK_MAX = 5.0
 
 Group = str | None  # a group_by path; None = metadata.correlation_id
 
@@ -118,6 +123,9 @@ class KeyedEngine:
         self.groups = {g: PatternIndex(ps) for g, ps in groups.items()}
         self.lock = asyncio.Lock()
         self.rekeyed_topic = runtime.rekeyed_topic
+        # Seconds per tick for deadlines (None: all that are due, as a replay runs them).
+        self.tick_budget: float | None = TICK_BUDGET
+        self._ticks = 0
 
     # --- routing ------------------------------------------------------------------------
 
@@ -350,15 +358,33 @@ class KeyedEngine:
             log.info("pattern state: %d entries on partitions %s", held, sorted(active))
         ran = 0
         topic = self.runtime.events_topic.get_topic_name()
-        for partition in sorted(active):
+        began, budget = time.monotonic(), self.tick_budget
+        order = sorted(active)
+        self._ticks += 1
+        if order:  # a different partition first each tick, so none waits on the others
+            turn = self._ticks % len(order)
+            order = order[turn:] + order[:turn]
+        for partition in order:
             clocks = {"e": self.store.watermark(f"e{partition}"),
                       "r": self.store.watermark(f"r{partition}")}
-            due = self.store.due(partition, max(clocks.values()), EXPIRE_PER_TICK)
-            for start in range(0, len(due), EXPIRE_BATCH):
-                ran += await self.expire(topic, partition, due[start:start + EXPIRE_BATCH],
-                                         clocks)
+            # At most what was queued when the tick began: a deadline rescheduled at or
+            # before the watermark runs next tick, never in a loop within this one.
+            left = len(self.store.heaps.get(partition, ()))
+            while left > 0 and not self._yield_to_stream(began, budget):
+                due = self.store.due(partition, max(clocks.values()), min(EXPIRE_BATCH, left))
+                if not due:
+                    break
+                left -= len(due)
+                ran += await self.expire(topic, partition, due, clocks)
                 await self.drain_changelog()
                 await asyncio.sleep(0)  # let the stream go on between batches
+            for table in self.swept_tables():
+                while (table.has_backlog(partition)
+                       and not self._yield_to_stream(began, budget)):
+                    with writing_partition(topic, partition):
+                        table.sweep_backlog(partition, EXPIRE_BATCH)
+                    await self.drain_changelog()
+                    await asyncio.sleep(0)
             with writing_partition(topic, partition):
                 self.store.persist_watermark(f"e{partition}")
                 self.store.persist_watermark(f"r{partition}")
@@ -367,6 +393,19 @@ class KeyedEngine:
         STATE_ENTRIES.set(sum(self.store.live.values()))
         FREED.note(ran)
         return ran
+
+    def swept_tables(self) -> list[ExpiringTable]:
+        """The de-duplication tables whose sweep backlog the timer works off."""
+        return [t for t in (getattr(self.runtime, "seen_events", None),
+                            getattr(self.runtime, "seen_rekeyed", None)) if t is not None]
+
+    def _yield_to_stream(self, began: float, budget: float | None) -> bool:
+        """Whether the timer should stop running deadlines for this tick: it has used its
+        budget and the stream waits for the lock, or it has run `TICK_MAX` seconds."""
+        if budget is None:
+            return False
+        spent = time.monotonic() - began
+        return spent >= TICK_MAX or (spent >= budget and _contended(self.lock))
 
     async def drain_changelog(self) -> None:
         """Hand the changelog records the timer queued to the producer before going on.
@@ -404,7 +443,7 @@ class KeyedEngine:
                     outcome = self.tracker.on_time(slot.state, wm)
                 else:
                     outcome = self.matchers[pattern_id].on_time(slot.state, wm)
-                    TIMERS_FIRED.labels(pattern_id).inc()
+                TIMERS_FIRED.labels(pattern_id).inc()
                 done.append((pattern_id, key, slot.offsets, outcome))
                 actions += outcome.actions
             await self.send(actions, None)
@@ -424,6 +463,11 @@ class KeyedEngine:
             if outcome.actions:
                 await self.note_elsewhere(outcome.actions, self.group_of(pattern_id), key)
         return len(done)
+
+
+def _contended(lock: asyncio.Lock) -> bool:
+    """Whether a task waits for `lock` (asyncio keeps its waiters in `_waiters`)."""
+    return bool(getattr(lock, "_waiters", None))
 
 
 def register_keyed(runtime: Runtime) -> KeyedEngine:

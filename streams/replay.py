@@ -97,7 +97,12 @@ class CaptureApp:
 
 
 class ReplayEngine(KeyedEngine):
-    """The keyed engine owning every partition, always ready (no group, no recovery)."""
+    """The keyed engine owning every partition, always ready (no group, no recovery), running
+    every deadline that is due at each tick (no time budget: replay time is not wall time)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tick_budget = None
 
     def active_partitions(self) -> set[int]:
         return set(range(self.partitions))

@@ -23,8 +23,9 @@ import orjson
 from choreo.memory import FREED
 from tables.pattern_state import read, tight
 
-# Entries one sweep removes at most (a RocksDB read, a delete and a changelog tombstone each).
-SWEEP_LIMIT = 1000
+# Entries a sweep in the stream removes at most (a RocksDB read, a delete and a changelog
+# tombstone each: 1,000 held the stream for about a second); the timer does the rest.
+SWEEP_LIMIT = 100
 
 
 @dataclass
@@ -68,15 +69,14 @@ class ExpiringTable:
     def advance(self, partition: int, ts: float) -> int:
         """Note event time on a partition; sweep it when due. Returns entries removed.
 
-        A sweep removes at most `SWEEP_LIMIT` entries; what is left is swept on the next
-        calls, so a million entries expiring together do not hold the stream for minutes.
+        A sweep here removes at most `SWEEP_LIMIT` entries, so a million entries expiring
+        together do not hold the stream for minutes. The rest is the partition's backlog:
+        the engine's timer works it off in its time budget (`sweep_backlog`); otherwise the
+        next sweep, `every` seconds of event time later, goes on with it.
         """
         if ts > self._high_water.get(partition, float("-inf")):
             self._high_water[partition] = ts
         high = self._high_water[partition]
-        backlog = self._backlog.get(partition)
-        if backlog is not None:
-            return self._sweep_some(partition, backlog)
         last = self._last_sweep.get(partition)
         if last is None:
             self._last_sweep[partition] = high
@@ -86,13 +86,23 @@ class ExpiringTable:
         self._last_sweep[partition] = high
         return self._sweep_some(partition, high - self.horizon)
 
-    def _sweep_some(self, partition: int, cutoff: float) -> int:
-        removed = self.sweep(partition, cutoff, limit=SWEEP_LIMIT)
-        if removed >= SWEEP_LIMIT:
+    def _sweep_some(self, partition: int, cutoff: float, limit: int = SWEEP_LIMIT) -> int:
+        removed = self.sweep(partition, cutoff, limit=limit)
+        if removed >= limit:
             self._backlog[partition] = cutoff
         else:
             self._backlog.pop(partition, None)
         return removed
+
+    def has_backlog(self, partition: int) -> bool:
+        """Whether a sweep of the partition stopped at its limit with more expired."""
+        return partition in self._backlog
+
+    def sweep_backlog(self, partition: int, limit: int) -> int:
+        """Go on with the partition's unfinished sweep, `limit` entries at most (call with the
+        partition's writing context)."""
+        cutoff = self._backlog.get(partition)
+        return 0 if cutoff is None else self._sweep_some(partition, cutoff, limit)
 
     def sweep(self, partition: int, cutoff: float, limit: int | None = None) -> int:
         """Delete this partition's entries older than cutoff, at most `limit` of them (call

@@ -9,14 +9,18 @@ def test_entries_expire_in_event_time_a_bounded_number_per_call() -> None:
     table = ExpiringTable({}, horizon=60.0, every=6.0)  # type: ignore[arg-type]
     table.advance(0, 0.0)
     table.advance(1, 0.0)
-    count = 2 * SWEEP_LIMIT + 500
+    count = 3 * SWEEP_LIMIT + 50
     for i in range(count):
         table.put(f"k{i}", ts=float(i % 10), partition=0, value=i)
     table.put("other", ts=1.0, partition=1)
     assert table.get("k7") == 7
     table.put("k1", ts=150.0, partition=0, value="again")  # written again since: it stays
-    removed = [table.advance(0, 200.0) for _ in range(4)]  # cutoff 140: all but k1
-    assert removed == [SWEEP_LIMIT, SWEEP_LIMIT, count - 1 - 2 * SWEEP_LIMIT, 0]
+    assert table.advance(0, 200.0) == SWEEP_LIMIT  # cutoff 140: all but k1, SWEEP_LIMIT now
+    assert table.advance(0, 201.0) == 0  # the next event does not sweep: the timer goes on
+    assert table.has_backlog(0) and not table.has_backlog(1)
+    removed = [table.sweep_backlog(0, 2 * SWEEP_LIMIT) for _ in range(3)]  # the timer's
+    assert removed == [2 * SWEEP_LIMIT, count - 1 - 3 * SWEEP_LIMIT, 0]
+    assert not table.has_backlog(0)
     assert {key for key, _ in table.entries()} == {"k1", "other"}  # partition 1: its own events
     assert table.get("k1") == "again"
     assert table.get("k2") is None
