@@ -102,13 +102,16 @@ class Presence:
     async def prepare(self) -> None:
         """Create the agents topic and the inboxes; learn what was drained from them."""
         settings = self.runtime.settings
+        client = settings.kafka_options()
         await ensure_topics(settings.bootstrap_servers,
                             [self.runtime.choreography.topics.agents_topic],
-                            settings.partitions, config={"cleanup.policy": "compact"})
+                            settings.partitions, config={"cleanup.policy": "compact"},
+                            client=client)
         inboxes = sorted(self.descriptor.inboxes.values())
         if not inboxes:
             return
-        await ensure_topics(settings.bootstrap_servers, inboxes, settings.partitions)
+        await ensure_topics(settings.bootstrap_servers, inboxes, settings.partitions,
+                            client=client)
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
                                     **settings.kafka_options())
         await admin.start()

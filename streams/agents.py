@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import faust
@@ -73,7 +74,8 @@ async def ensure_agents_topic(runtime: Runtime) -> None:
     """The agents topic is compacted: the latest record of an agent is all the registry needs."""
     await ensure_topics(runtime.settings.bootstrap_servers,
                         [runtime.choreography.topics.agents_topic], runtime.settings.partitions,
-                        config={"cleanup.policy": "compact"})
+                        config={"cleanup.policy": "compact"},
+                        client=runtime.settings.kafka_options())
 
 
 class RegistryView:
@@ -102,9 +104,10 @@ class RegistryView:
 
     async def follow(self) -> None:
         topic = self.runtime.choreography.topics.agents_topic
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.runtime.settings.bootstrap_servers,
+        settings = self.runtime.settings
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
                                     group_id=None, enable_auto_commit=False,
-                                    auto_offset_reset="earliest")
+                                    auto_offset_reset="earliest", **settings.kafka_options())
         await consumer.start()
         try:
             found = None
@@ -262,9 +265,11 @@ class LivenessOwner:
 
     async def drain_inbox(self, state: AgentState, capability: str, inbox: str) -> int:
         bootstrap = self.runtime.settings.bootstrap_servers
+        options = self.runtime.settings.kafka_options()
         group = drain_group(inbox)
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
+                                    enable_auto_commit=False, auto_offset_reset="earliest",
+                                    **options)
         await consumer.start()
         try:
             found = consumer.partitions_for_topic(inbox)
@@ -276,8 +281,8 @@ class LivenessOwner:
                 return 0
             consumer.assign(tps)
             end = await consumer.end_offsets(tps)
-            start = await committed_offsets(bootstrap, state.descriptor.group, tps)
-            drained = await committed_offsets(bootstrap, group, tps)
+            start = await committed_offsets(bootstrap, state.descriptor.group, tps, options)
+            drained = await committed_offsets(bootstrap, group, tps, options)
             first = await consumer.beginning_offsets(tps)
             todo = []
             for tp in tps:
@@ -335,12 +340,13 @@ def registry_counts(registry: Registry, now: float) -> dict[tuple[str, str], int
     return counts
 
 
-async def committed_offsets(bootstrap: str, group: str, tps: list[TopicPartition]
-                            ) -> dict[TopicPartition, int]:
-    """The group's committed offset per partition (-1 when none)."""
+async def committed_offsets(bootstrap: str, group: str, tps: list[TopicPartition],
+                            options: Mapping[str, Any]) -> dict[TopicPartition, int]:
+    """The group's committed offset per partition (-1 when none); `options` are the
+    TLS/SASL settings (Settings.kafka_options)."""
     if not group:
         return {}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
     await admin.start()
     try:
         found = await admin.list_consumer_group_offsets(group, partitions=tps)

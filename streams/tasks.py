@@ -50,7 +50,8 @@ def register_tasks(runtime: Runtime) -> ExpiringTable:
         from choreo.topics import ensure_topics
 
         await ensure_topics(runtime.settings.bootstrap_servers, [topics.tasks_topic],
-                            runtime.settings.partitions)
+                            runtime.settings.partitions,
+                            client=runtime.settings.kafka_options())
 
     runtime.startup_hooks.append(ensure_tasks_topic)
 

@@ -71,7 +71,10 @@ def test_wrong_credentials_are_refused(sasl_broker):
 def test_a_worker_runs_the_flow_through_scram(sasl_broker, tmp_path: Path, monkeypatch):
     bootstrap, settings = sasl_broker
     name = f"sasl-{uuid.uuid4().hex[:6]}"
-    text = BUNDLED_CONFIG.read_text().replace('prefix = ""', f'prefix = "{name}."', 1)
+    # With the agent registry on: its own clients (presence producer, agents-topic reader,
+    # topic creation) must go through SASL too.
+    text = BUNDLED_CONFIG.read_text().replace('prefix = ""', f'prefix = "{name}."', 1) + (
+        '\n[agents]\nheartbeat_interval = "500ms"\n')
     config = tmp_path / f"{name}.toml"
     config.write_text(text)
     from choreo.config import parse_choreography
@@ -105,5 +108,12 @@ def test_a_worker_runs_the_flow_through_scram(sasl_broker, tmp_path: Path, monke
             return done >= {f"ord-sasl-{name}", f"ord-cli-{name}"}
 
         wait_until(completed, timeout=120, every=2.0)
+
+        def registered() -> dict:
+            agents = orjson.loads(worker.get("/agents/"))["agents"]
+            return next((a for a in agents if a["status"] == "up"), {})
+
+        agent = wait_until(registered, timeout=60, every=1.0)
+        assert "inventory_management" in agent["capabilities"]
     finally:
         worker.stop()
