@@ -21,7 +21,7 @@ import faust
 import orjson
 
 from choreo.memory import FREED
-from tables.pattern_state import read, tight
+from tables.raw import read, tight
 
 # Entries a sweep in the stream removes at most (a RocksDB read, a delete and a changelog
 # tombstone each: 1,000 held the stream for about a second); the timer does the rest.

@@ -32,6 +32,7 @@ from aiokafka.partitioner import murmur2
 from faust.streams import _current_event  # the context var Faust's tables read
 
 from choreo.matchers.watermark import Watermark
+from tables.raw import read, tight
 
 SEP = "\x1f"
 WM_PREFIX = "\x00wm" + SEP
@@ -304,23 +305,6 @@ class BatchWrites:
             written += 1
         self.pending.clear()
         return written
-
-
-def tight(raw: bytes) -> bytes:
-    """`raw` in a buffer of its own size.
-
-    orjson 3.12+ returns every `dumps` result in a buffer of at least 4 KiB. A table value
-    is held by its changelog record until the producer has sent it, so a backlog of 20,000
-    records of 200 bytes held 80 MB (make bench, keys, seen in /debug/memory/). The copy
-    costs about 0.25 us.
-    """
-    return memoryview(raw).tobytes()
-
-
-def read(table: Any, key: Any) -> Any:
-    """The stored value for key, or None: one RocksDB read. (`Table.get` reads twice, once
-    to ask whether the key is there and once for its value.) A plain dict (replay) as is."""
-    return getattr(table, "data", table).get(key)
 
 
 def _table_key(pattern_id: str, key: str) -> bytes:

@@ -20,7 +20,7 @@ from typing import Any
 import faust
 import orjson
 
-from tables.pattern_state import tight
+from tables.raw import read, tight
 
 TABLE = "workflow-instances"
 
@@ -48,7 +48,7 @@ class WorkflowTable:
         return cls(table, deadline_of)
 
     def load(self, instance_id: str) -> dict | None:
-        raw = self.table.get(instance_id.encode())
+        raw = read(self.table, instance_id.encode())
         return None if raw is None else orjson.loads(raw)["s"]
 
     def save(self, instance_id: str, partition: int, state: dict | None) -> None:
