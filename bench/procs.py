@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 def proc_status_kb(pid: int, field_name: str) -> int | None:
@@ -101,6 +103,15 @@ class Proc:
             self.peak_rss_kb = max(self.peak_rss_kb, rss)
             self.samples.append((time.monotonic(), rss))
         return rss
+
+    def get_json(self, path: str, timeout: float = 60.0) -> Any:
+        """The worker's JSON answer at `path` (None if it does not answer)."""
+        url = f"http://127.0.0.1:{self.web_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                return json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
 
     def metric_total(self, name: str) -> float | None:
         """Sum of a Prometheus metric's samples on /metrics (None without such a view)."""

@@ -413,9 +413,20 @@ class Bench:
             await asyncio.sleep(1.0)
         after = readings[-1] if readings else None
         held = await asyncio.to_thread(proc.metric_total, "choreo_rocksdb_memory_bytes")
-        return {"rocksdb_after_quiet_mb": None if held is None else held / 2**20,
-                "rss_loaded_mb": rss_loaded, "rss_after_quiet_mb": after,
-                "rss_after_quiet_min_mb": min(readings) if readings else None}
+        found = {"rocksdb_after_quiet_mb": None if held is None else held / 2**20,
+                 "rss_loaded_mb": rss_loaded, "rss_after_quiet_mb": after,
+                 "rss_after_quiet_min_mb": min(readings) if readings else None}
+        # Under PYTHONTRACEMALLOC (set it for `make bench` to get them): where the Python
+        # memory still held after quiet was allocated, biggest first.
+        sites = await asyncio.to_thread(proc.get_json, "/debug/memory/")
+        if sites and sites.get("tracing"):
+            found["python_traced_after_quiet_mb"] = sites["traced_bytes"] / 2**20
+            found["python_sites_after_quiet"] = [
+                {"mb": round(site["bytes"] / 2**20, 2), "blocks": site["blocks"],
+                 "at": site["traceback"][-3:]} for site in sites["sites"][:15]]
+            for site in found["python_sites_after_quiet"][:8]:
+                say(f"     {site['mb']:7.2f} MB  {site['blocks']:>9,}  {site['at'][-1]}")
+        return found
 
     async def state(self, app_id: str, data_dir: Path) -> dict[str, Any]:
         names = [t for t in await kafka.list_topics(self.bootstrap)
