@@ -215,7 +215,10 @@ def test_sequence_completes_and_times_out_with_timeout_action(worker: Worker, t0
          ev("clock", t1 + 121, stalled))
     [ok] = wait_until(lambda: fired(worker, "orders", "checkout", done), timeout=30)
     assert ok["payload"]["trigger"]["event_ids"] == [e["event_id"] for e in steps]
-    state = get_json(worker, f"/patterns/checkout/state/{stalled}/")
+    # The second flow's events may still be on their way when the first one's action is
+    # out (other partition, or its order_placed still in the reorder buffer): wait for them.
+    state = wait_until(lambda: (s := get_json(worker, f"/patterns/checkout/state/{stalled}/"))
+                       .get("matched_steps") and len(s["matched_steps"]) >= 2 and s, timeout=30)
     assert [s["on"] for s in state["matched_steps"]] == ["checkout_started", "order_placed"]
     assert state["missing_steps"] == ["payment_captured"]
     assert state["step_deadline"] == iso_from_ts(t1 + 60 + 600)
