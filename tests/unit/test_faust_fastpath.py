@@ -130,13 +130,20 @@ class _App:
     conf = _Conf()
 
 
-@pytest.mark.asyncio
-async def test_changelog_buffer_sends_everything_in_order_and_flush_waits_for_it() -> None:
+async def started_buffer(send):  # noqa: ANN001, ANN201 - test helper
+    """A patched changelog buffer, started, that hands each record to `send`."""
     from faust.transport.producer import ProducerBuffer
 
     faust_fastpath.install()
     buffer = ProducerBuffer()
     buffer.app = _App()
+    buffer._send_pending = send  # type: ignore[method-assign]
+    await buffer.start()
+    return buffer
+
+
+@pytest.mark.asyncio
+async def test_changelog_buffer_sends_everything_in_order_and_flush_waits_for_it() -> None:
     sent: list[int] = []
 
     async def send(fut: int) -> None:  # the producer: sometimes it has to wait
@@ -144,8 +151,7 @@ async def test_changelog_buffer_sends_everything_in_order_and_flush_waits_for_it
             await asyncio.sleep(0)
         sent.append(fut)
 
-    buffer._send_pending = send  # type: ignore[method-assign]
-    await buffer.start()
+    buffer = await started_buffer(send)
     try:
         for i in range(2_000):
             buffer.put(i)  # type: ignore[arg-type]
@@ -163,19 +169,13 @@ async def test_changelog_buffer_sends_everything_in_order_and_flush_waits_for_it
 async def test_flush_waits_for_what_was_buffered_not_for_a_buffer_that_never_empties() -> None:
     # Faust flushes before each offset commit; its own flush waited for an empty buffer, so
     # while the stream kept writing the commit (and the fetch loop behind it) waited seconds.
-    from faust.transport.producer import ProducerBuffer
-
-    faust_fastpath.install()
-    buffer = ProducerBuffer()
-    buffer.app = _App()
     sent: list[int] = []
 
     async def send(fut: int) -> None:
         await asyncio.sleep(0)
         sent.append(fut)
 
-    buffer._send_pending = send  # type: ignore[method-assign]
-    await buffer.start()
+    buffer = await started_buffer(send)
     writing = True
 
     async def stream() -> None:  # keeps the buffer from ever being empty
