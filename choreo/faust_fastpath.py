@@ -1,5 +1,6 @@
-"""A per-record fast path for Faust's fetch loop, a leaner changelog buffer, and quieter
-library loggers.
+"""A per-record fast path for Faust's fetch loop, a leaner changelog buffer (whose flush
+waits for what was buffered, not for an empty buffer), a producer look-up without a trip
+round the event loop per send, and quieter library loggers.
 
 Faust's consumer hands each fetched record to the streams with
 
