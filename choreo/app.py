@@ -230,6 +230,7 @@ def create_app(settings: Settings, choreography: Choreography | None = None) -> 
     choreography = choreography or load_choreography(settings.config_path)
     if settings.fast_path:
         faust_fastpath.install()
+    faust_fastpath.install_fetch_wait()
     if settings.store.startswith("rocksdb"):
         rocksdb_memory.install(settings.rocksdb_cache_mb << 20,
                                settings.rocksdb_write_buffer_mb << 20)
@@ -258,6 +259,7 @@ def create_app(settings: Settings, choreography: Choreography | None = None) -> 
         # Faust's /table/<name>/ dumps pattern state, payloads included, unmasked.
         web_tables_enabled=not guard.masker,
     )
+    setattr(app, faust_fastpath.FETCH_WAIT_ATTR, settings.fetch_max_wait)
     topics = choreography.topics
     runtime = Runtime(
         app=app,

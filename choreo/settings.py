@@ -104,6 +104,10 @@ class Settings:
     # event writes changelog records, and small batches mean a produce request each.
     producer_linger: float = 0.005
     producer_batch_bytes: int = 16384
+    # Longest the broker holds a fetch with nothing new (seconds). Faust fixes it at 1.5 s,
+    # and a record can wait that long behind a fetch for quiet partitions
+    # (choreo/faust_fastpath.py, "the fetch wait").
+    fetch_max_wait: float = 0.1
     # One RocksDB memory budget for the whole process (choreo/rocksdb_memory.py): the block
     # cache every store shares, and the memtables of all stores together, in MiB.
     rocksdb_cache_mb: int = 64
@@ -146,6 +150,7 @@ class Settings:
             batch_size=_int(env, "CHOREO_BATCH_SIZE", default.batch_size),
             batch_wait=_float(env, "CHOREO_BATCH_WAIT", default.batch_wait),
             producer_linger=_float(env, "CHOREO_PRODUCER_LINGER", default.producer_linger),
+            fetch_max_wait=_float(env, "CHOREO_FETCH_MAX_WAIT", default.fetch_max_wait),
             producer_batch_bytes=_int(env, "CHOREO_PRODUCER_BATCH_BYTES",
                                       default.producer_batch_bytes),
             rocksdb_cache_mb=_positive_int(env, "CHOREO_ROCKSDB_CACHE_MB",

@@ -240,3 +240,34 @@ def test_a_running_producer_is_found_without_a_trip_round_the_loop() -> None:
     found = asyncio.run(Topic._get_producer(SimpleNamespace(app=starting)))  # type: ignore[arg-type]
     assert found is starting.producer
     assert starting.slow_calls == 1
+
+
+@pytest.mark.asyncio
+async def test_worker_consumer_takes_the_fetch_wait_from_settings(tmp_path) -> None:
+    """Faust builds its consumer with a fixed 1.5 s fetch wait; the setting replaces it."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    from choreo.app import create_app
+    from choreo.settings import Settings
+
+    config = tmp_path / "choreo.toml"
+    config.write_text('[[patterns]]\nid = "p"\nkind = "event"\non = "a.b"\n'
+                      'action = "x"\ncapability = "c"\n')
+    settings = Settings.from_env({"CHOREO_CONFIG": str(config), "CHOREO_DATA_DIR":
+                                  str(tmp_path / "data"), "CHOREO_FETCH_MAX_WAIT": "0.05"})
+    app = create_app(settings).app
+    thread = app.consumer._thread
+    assert isinstance(thread, AIOKafkaConsumerThread)
+    consumer = thread._create_worker_consumer(app.transport)
+    try:
+        assert consumer._fetch_max_wait_ms == 50
+    finally:
+        await consumer.stop()
+    original = AIOKafkaConsumerThread._create_worker_consumer.__closure__
+    assert original is not None  # the patch wraps Faust's factory, which says 1.5 s
+    faust_made = next(c.cell_contents for c in original
+                      if callable(c.cell_contents))(thread, app.transport)
+    try:
+        assert faust_made._fetch_max_wait_ms == 1500
+    finally:
+        await faust_made.stop()
