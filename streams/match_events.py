@@ -10,7 +10,7 @@ import faust
 from choreo.app import Runtime
 from choreo.dead_letter import Origin
 from choreo.envelope import InvalidEvent, parse_event
-from choreo.metrics import DUPLICATES, EVENTS_IN
+from choreo.metrics import DUPLICATES, EVENTS_IN, child
 from choreo.monitor import RateMonitor
 from streams.keyed import KeyedEngine, register_keyed
 from tables.dedup import dedup_key, seen_events_table
@@ -75,7 +75,7 @@ async def process_record(runtime: Runtime, seen: ExpiringTable, record: faust.Ev
         await runtime.dead_letter(record.value, message.key, exc.reason, exc.detail, origin,
                                   stage="ingest")
         return
-    EVENTS_IN.labels(event.event_type).inc()
+    child(EVENTS_IN, event.event_type).inc()
     seen.advance(message.partition, event.ts)
     key = dedup_key(event.source, event.event_id)
     first_offset = seen.get(key)

@@ -177,10 +177,12 @@ class KeyedMatcher:
         actions = self._advance(st, wm)
         return Outcome(_packed(st), actions, late=late)
 
-    def on_time(self, state: dict | None, watermark: float) -> Outcome:
+    def on_time(self, state: dict | None, watermark: float, owned: bool = False) -> Outcome:
+        """Run what the watermark has reached; `owned`: the caller hands over `state` (it was
+        just read from the table), so it is changed in place instead of copied."""
         if not state:
             return Outcome(None, [])
-        st = _copy(state)
+        st = state if owned else _copy(state)
         wm = st["wm"] = max(watermark, st["wm"])
         actions = self._advance(st, wm)
         return Outcome(_packed(st), actions)

@@ -120,6 +120,21 @@ def test_matchers_never_change_the_state_they_are_given(name):
 
 
 @pytest.mark.parametrize("name", KINDS)
+def test_a_deadline_run_on_state_handed_over_ends_as_on_a_copy(name):
+    """The timer hands over state it just read (`owned`); the outcome is the same."""
+    m = matcher(name, allowed_lateness=5)
+    state = None
+    for event in [ev("a", 0), ev("b", 1), ev("a", 3)]:
+        state = m.on_event(state, event, event.ts).state
+    for at in (T0 + 4, T0 + 9, T0 + 100):
+        expected = m.on_time(state, at)
+        handed = m.on_time(copy.deepcopy(state), at, owned=True)
+        assert handed.state == expected.state
+        assert [a.event.event_id for a in handed.actions] == [
+            a.event.event_id for a in expected.actions]
+
+
+@pytest.mark.parametrize("name", KINDS)
 def test_state_is_deleted_once_keys_go_quiet(name):
     m = matcher(name, allowed_lateness=3)
     run = drive(m, [ev("a", 0, "k1"), ev("b", 2, "k1"), ev("a", 5, "k2"), ev("a", 6, "k2")])
