@@ -317,4 +317,13 @@ def wire(runtime: Runtime, workers: str = "*") -> Runtime:
     register_memory_view(runtime)
     register_ui(runtime)
     register_agent_views(runtime)
+    if runtime.settings.gc_freeze:
+        runtime.app.task(_freeze_startup_objects)
     return runtime
+
+
+async def _freeze_startup_objects() -> None:
+    from choreo.memory import freeze_startup_objects
+
+    log.info("left %d objects made at start out of garbage collection",
+             freeze_startup_objects())

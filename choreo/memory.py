@@ -39,6 +39,21 @@ def release_freed_memory() -> bool:
     return bool(_malloc_trim(0))
 
 
+def freeze_startup_objects() -> int:
+    """Collect, then put every object alive now out of the collector's reach (`gc.freeze`);
+    returns how many objects that is.
+
+    A full (generation 2) collection walks every tracked object. In a worker those are mostly
+    what starting made (modules, classes, Faust's and the config's objects), which live as
+    long as the process: the bench's `patterns-10` worker spent 60-90 ms in a full
+    collection every 2-3 s, the loop standing still meanwhile, and after the freeze none
+    over 50 ms. Objects made later (state, buffers) are collected as before.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 class ReleaseAfter:
     """Counts what was freed; calls `release_freed_memory` once `threshold` entries were
     freed and the work has stopped (a quiet tick), not in the middle of a backlog."""

@@ -108,6 +108,9 @@ class Settings:
     # and a record can wait that long behind a fetch for quiet partitions
     # (choreo/faust_fastpath.py, "the fetch wait").
     fetch_max_wait: float = 0.1
+    # Once started, leave the objects that starting made out of garbage collection
+    # (choreo/memory.py, `freeze_startup_objects`); CHOREO_GC_FREEZE=off does not.
+    gc_freeze: bool = True
     # One RocksDB memory budget for the whole process (choreo/rocksdb_memory.py): the block
     # cache every store shares, and the memtables of all stores together, in MiB.
     rocksdb_cache_mb: int = 64
@@ -151,6 +154,7 @@ class Settings:
             batch_wait=_float(env, "CHOREO_BATCH_WAIT", default.batch_wait),
             producer_linger=_float(env, "CHOREO_PRODUCER_LINGER", default.producer_linger),
             fetch_max_wait=_float(env, "CHOREO_FETCH_MAX_WAIT", default.fetch_max_wait),
+            gc_freeze=_switch(env, "CHOREO_GC_FREEZE", default.gc_freeze),
             producer_batch_bytes=_int(env, "CHOREO_PRODUCER_BATCH_BYTES",
                                       default.producer_batch_bytes),
             rocksdb_cache_mb=_positive_int(env, "CHOREO_ROCKSDB_CACHE_MB",

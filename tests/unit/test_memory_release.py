@@ -88,3 +88,19 @@ def test_tight_values_hold_their_own_size_not_orjsons_buffer() -> None:
         tracemalloc.stop()
     assert kept[0] == orjson.dumps(value)
     assert tight_bytes < 200_000 < loose_bytes, (tight_bytes, loose_bytes)
+
+
+def test_objects_made_at_start_are_left_out_of_full_collections() -> None:
+    import gc
+
+    keep = [[i] for i in range(50_000)]  # long-lived, like a worker's startup objects
+    try:
+        before = len(gc.get_objects(generation=2))
+        frozen = memory.freeze_startup_objects()
+        assert frozen >= len(keep)
+        assert len(gc.get_objects(generation=2)) < before - len(keep)
+        later = [[i] for i in range(10)]
+        gc.collect()
+        assert any(o is later for o in gc.get_objects(generation=2))  # collected as before
+    finally:
+        gc.unfreeze()
