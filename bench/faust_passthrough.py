@@ -3,8 +3,8 @@
 Settings come from BENCH_* variables set by the harness (this module is never imported by
 tests). Stock (the `faust` scenario): Faust's own defaults, a memory store and raw bytes.
 With BENCH_TUNED=1 (`faust-tuned`): what the engine does to Faust, its fetch-loop fast path
-(choreo/faust_fastpath.py), quiet library loggers and a 5 ms producer linger, so the
-difference to the engine is the engine's own work.
+(choreo/faust_fastpath.py), quiet library loggers, a 5 ms producer linger and a 0.1 s fetch
+wait, so the difference to the engine is the engine's own work.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ app = faust.App(
     producer_acks=-1,
     producer_linger=0.005 if TUNED else 0.0,
 )
+if TUNED:
+    faust_fastpath.install_fetch_wait()
+    setattr(app, faust_fastpath.FETCH_WAIT_ATTR, 0.1)
 source = app.topic(os.environ.get("BENCH_IN", "bench.in"), key_type=bytes, value_type=bytes,
                    key_serializer="raw", value_serializer="raw")
 sink = app.topic(os.environ.get("BENCH_OUT", "bench.out"), key_type=bytes, value_type=bytes,
