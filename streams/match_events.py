@@ -12,10 +12,9 @@ from choreo.dead_letter import Origin
 from choreo.envelope import InvalidEvent, parse_event
 from choreo.metrics import DUPLICATES, EVENTS_IN, child
 from choreo.monitor import RateMonitor
-from streams.keyed import KeyedEngine, register_keyed
+from streams.keyed import KeyedEngine, in_turns, register_keyed
 from tables.dedup import dedup_key, seen_events_table
 from tables.expiring import ExpiringTable
-from tables.pattern_state import processing
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +50,8 @@ async def process_batch(runtime: Runtime, seen: ExpiringTable, records: Sequence
     """Handle records in order, with keyed state written and actions acknowledged once for
     the batch (`KeyedEngine.batch`); Faust acks the records after this returns."""
     async with engine.batch():
-        for record in records:
-            with processing(record):
-                await process_record(runtime, seen, record, engine, rates)
+        await in_turns(records,
+                       lambda record: process_record(runtime, seen, record, engine, rates))
 
 
 async def process_record(runtime: Runtime, seen: ExpiringTable, record: faust.EventT,
