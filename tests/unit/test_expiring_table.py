@@ -33,3 +33,25 @@ def test_an_expired_entry_reads_as_absent_before_it_is_swept() -> None:
     assert table.get("a") == 1
     table.advance(0, 61.0)
     assert table.get("a") is None
+
+
+def test_the_sweep_index_is_built_a_chunk_per_call(monkeypatch) -> None:
+    """After a start the index comes from a scan; it goes on a chunk per call, and entries
+    written meanwhile are swept too."""
+    from tables import expiring
+
+    monkeypatch.setattr(expiring, "SCAN_CHUNK", 40)
+    stored: dict = {}
+    before = ExpiringTable(stored, horizon=60.0, every=6.0)  # type: ignore[arg-type]
+    for i in range(100):  # written before a restart
+        before.put(f"old{i}", ts=float(i % 10), partition=i % 2)
+    table = ExpiringTable(stored, horizon=60.0, every=6.0)  # type: ignore[arg-type]
+    table.advance(0, 0.0)
+    assert table.advance(0, 200.0) == 0  # read 40 of 100 entries, nothing swept yet
+    assert table.has_backlog(0)
+    table.put("new", ts=5.0, partition=0)  # written while the scan goes on
+    removed = [table.sweep_backlog(0, 1_000) for _ in range(3)]
+    assert removed == [0, 51, 0]  # 80 read, then the rest and the sweep
+    assert not table.has_backlog(0)
+    assert sorted(k for k, (_ts, owner, _v) in table.entries() if owner == 0) == []
+    assert len([k for k, (_ts, owner, _v) in table.entries() if owner == 1]) == 50
