@@ -179,7 +179,8 @@ async def _flush(self: ProducerBuffer) -> None:
 # the timer), the fetch goes out for the quiet partitions only (the rekeyed topic, say), and the
 # broker holds it the full 1.5 s; records arriving meanwhile on the busy partitions wait for it.
 # In the bench that was every second above 1 s in the patterns-10 latency (p99 1.6 s at half
-# load, batches starting 1.5 s after their records arrived), and stock Faust's own p50 1.6 s.
+# load, batches starting 1.5 s after their records arrived), and probably stock Faust's p50 of
+# 1.6 s in the same run.
 
 FETCH_WAIT_ATTR = "choreo_fetch_max_wait"  # seconds, set on the app by create_app
 
