@@ -52,6 +52,7 @@ from choreo.metrics import (
 )
 from choreo.monitor import slow_flow_alert
 from choreo.patterns import Pattern
+from streams.runtime_metrics import consumer_lag
 from tables.dedup import dedup_key
 from tables.expiring import ExpiringTable
 from tables.pattern_state import (
@@ -420,8 +421,6 @@ class KeyedEngine:
         wait for the lock yet; judged by the lock alone, the timer ran a wave of 2,572
         deadlines for 3 s while events queued behind it (make bench, e-commerce latency).
         """
-        from streams.runtime_metrics import consumer_lag
-
         return any(lag > 0 for lag in consumer_lag(self.runtime.app).values())
 
     async def drain_changelog(self) -> None:
