@@ -14,6 +14,7 @@ import os
 import faust
 
 from choreo import faust_fastpath
+from choreo.settings import Settings
 
 TUNED = os.environ.get("BENCH_TUNED") == "1"
 if TUNED:
@@ -36,7 +37,7 @@ app = faust.App(
 )
 if TUNED:
     faust_fastpath.install_fetch_wait()
-    setattr(app, faust_fastpath.FETCH_WAIT_ATTR, 0.1)
+    setattr(app, faust_fastpath.FETCH_WAIT_ATTR, Settings.fetch_max_wait)  # the engine's default
 source = app.topic(os.environ.get("BENCH_IN", "bench.in"), key_type=bytes, value_type=bytes,
                    key_serializer="raw", value_serializer="raw")
 sink = app.topic(os.environ.get("BENCH_OUT", "bench.out"), key_type=bytes, value_type=bytes,

@@ -18,6 +18,7 @@ from choreo.envelope import Event
 from choreo.faust_fastpath import quiet_library_loggers
 from choreo.masking import scrub
 from choreo.matching import EventMatcher, PatternStats
+from choreo.memory import freeze_startup_objects
 from choreo.metrics import ALERTS, DEAD_LETTERED
 from choreo.security import Guard, build_guard
 from choreo.settings import Settings
@@ -323,7 +324,5 @@ def wire(runtime: Runtime, workers: str = "*") -> Runtime:
 
 
 async def _freeze_startup_objects() -> None:
-    from choreo.memory import freeze_startup_objects
-
     log.info("left %d objects made at start out of garbage collection",
              freeze_startup_objects())

@@ -465,8 +465,7 @@ class KeyedEngine:
                     child(TIMERS_FIRED, pattern_id).inc()
                     done.append((pattern_id, key, slot.offsets, outcome))
                     actions += outcome.actions
-            await self.send(actions, None)
-            with writing_partition(topic, partition):
+                await self.send(actions, None)
                 for pattern_id, key, offsets, outcome in done:
                     self.store.save(pattern_id, key, partition, outcome.state, offsets,
                                     self.deadline_of(pattern_id, outcome.state), True)
