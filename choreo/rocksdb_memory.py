@@ -67,18 +67,39 @@ def install(cache_bytes: int, write_buffer_bytes: int) -> Budget:
 
 def bounded_options(config: faust_rocksdb.RocksDBOptions, budget: Budget) -> rocksdict.Options:
     """Faust's rocksdict options, with the shared cache and write budget."""
-    options = rocksdict.Options(raw_mode=True)
-    options.create_if_missing(True)
-    options.set_max_open_files(config.max_open_files)
-    options.set_write_buffer_size(min(config.write_buffer_size, budget.memtable_bytes))
-    options.set_max_write_buffer_number(2)
-    options.set_target_file_size_base(config.target_file_size_base)
-    options.set_write_buffer_manager(budget.write_buffers)
+    options = _options(budget, config.max_open_files, config.write_buffer_size,
+                       config.target_file_size_base)
     table = rocksdict.BlockBasedOptions()
     table.set_bloom_filter(config.bloom_filter_size, block_based=True)
     table.set_block_cache(budget.cache)
     table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
     options.set_block_based_table_factory(table)
+    return options
+
+
+def index_options() -> rocksdict.Options:
+    """Options for a local index read in key order, never by point lookups (the timers of
+    `tables/timers.py`): no bloom filter; the shared budget once installed."""
+    if _budget is None:
+        options = rocksdict.Options(raw_mode=True)
+        options.create_if_missing(True)
+        return options
+    options = _options(_budget, 300, _budget.memtable_bytes, 8 << 20)
+    table = rocksdict.BlockBasedOptions()
+    table.set_block_cache(_budget.cache)
+    options.set_block_based_table_factory(table)
+    return options
+
+
+def _options(budget: Budget, max_open_files: int, write_buffer_size: int,
+             target_file_size_base: int) -> rocksdict.Options:
+    options = rocksdict.Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.set_max_open_files(max_open_files)
+    options.set_write_buffer_size(min(write_buffer_size, budget.memtable_bytes))
+    options.set_max_write_buffer_number(2)
+    options.set_target_file_size_base(target_file_size_base)
+    options.set_write_buffer_manager(budget.write_buffers)
     return options
 
 

@@ -373,7 +373,7 @@ class KeyedEngine:
                       "r": self.store.watermark(f"r{partition}")}
             # At most what was queued when the tick began: a deadline rescheduled at or
             # before the watermark runs next tick, never in a loop within this one.
-            left = len(self.store.heaps.get(partition, ()))
+            left = self.store.pending(partition)
             while left > 0 and not self._yield_to_stream(began, budget):
                 due = self.store.due(partition, max(clocks.values()), min(EXPIRE_BATCH, left))
                 if not due:

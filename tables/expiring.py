@@ -6,16 +6,16 @@ Each value therefore carries its partition and event time, and `sweep` runs insi
 agent for the current partition at most once per `every` seconds of event time.
 
 A sweep must not scan the table: with a million entries that blocked the stream for 17 s
-each time (make bench). Each partition keeps an in-memory heap of (event time, key) for the
-entries written here; a sweep pops what is older than the cutoff. After a start or a
-rebalance the heap of a partition is built by one scan that starts at its first sweep and
-goes on `SCAN_CHUNK` entries per call (the timer's backlog calls finish it): done in one go,
-the scans of four partitions held the loop 4 x 270 ms in the e-commerce bench.
+each time (make bench). Each partition keeps a sweep index of (event time, key) for the
+entries written here (`tables/timers.py`: a local RocksDB beside a RocksDB table, a heap
+beside a dict); a sweep pops what is older than the cutoff. After a start or a rebalance
+the index of a partition is built by one scan that starts at its first sweep and goes on
+`SCAN_CHUNK` entries per call (the timer's backlog calls finish it): done in one go, the
+scans of four partitions held the loop 4 x 270 ms in the e-commerce bench.
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +26,7 @@ import orjson
 
 from choreo.memory import FREED
 from tables.raw import read, tight
+from tables.timers import HeapTimers, Timers, timers_for
 
 # Entries a sweep in the stream removes at most (a RocksDB read, a delete and a changelog
 # tombstone each: 1,000 held the stream for about a second); the timer does the rest.
@@ -48,7 +49,8 @@ class ExpiringTable:
     every: float = 60.0
     _last_sweep: dict[int, float] = field(default_factory=dict)
     _high_water: dict[int, float] = field(default_factory=dict)
-    _index: dict[int, list[tuple[float, str]]] = field(default_factory=dict)
+    timers: Timers = field(default_factory=HeapTimers)  # the sweep index: key by event time
+    _indexed_parts: set[int] = field(default_factory=set)  # partitions whose index is kept
     _backlog: dict[int, float] = field(default_factory=dict)  # cutoff of an unfinished sweep
     _scans: dict[int, Iterator[tuple[str, Any]]] = field(default_factory=dict)  # index builds
 
@@ -64,13 +66,13 @@ class ExpiringTable:
 
     def put(self, key: str, ts: float, partition: int, value: Any = 1) -> None:
         self.table[key.encode()] = tight(orjson.dumps([ts, partition, value]))
-        heap = self._index.get(partition)
-        if heap is not None:
-            heapq.heappush(heap, (ts, key))
+        if partition in self._indexed_parts:
+            self.timers.add(partition, ts, key)
 
     def forget_index(self, *_args: Any, **_kwargs: Any) -> None:
         """After a rebalance: partitions may have changed hands, rebuild at the next sweep."""
-        self._index.clear()
+        self._indexed_parts.clear()
+        self.timers.clear()
         self._backlog.clear()
         self._scans.clear()
 
@@ -115,12 +117,10 @@ class ExpiringTable:
     def sweep(self, partition: int, cutoff: float, limit: int | None = None) -> int:
         """Delete this partition's entries older than cutoff, at most `limit` of them (call
         inside the stream)."""
-        heap = self._indexed(partition, whole=limit is None)
-        if heap is None:
+        if not self._indexed(partition, whole=limit is None):
             return 0  # the index is still being built; the backlog goes on with it
         removed = 0
-        while heap and heap[0][0] < cutoff and (limit is None or removed < limit):
-            _, key = heapq.heappop(heap)
+        for _, key in self.timers.pop_due(partition, cutoff, limit, inclusive=False):
             raw = read(self.table, key.encode())
             entry = orjson.loads(raw) if raw is not None else None
             # A key written again since, or by another partition, is not this entry's to drop.
@@ -130,29 +130,30 @@ class ExpiringTable:
         FREED.add(removed)
         return removed
 
-    def _indexed(self, partition: int, whole: bool = False) -> list[tuple[float, str]] | None:
-        """The partition's sweep index, or None while the scan that builds it is not done;
-        each call reads `SCAN_CHUNK` more entries (all of them if `whole`). Entries put
-        meanwhile go on the heap directly."""
-        heap = self._index.get(partition)
-        if heap is None:
-            heap = self._index[partition] = []
+    def _indexed(self, partition: int, whole: bool = False) -> bool:
+        """Whether the partition's sweep index is complete; until the scan that builds it
+        is done, each call reads `SCAN_CHUNK` more entries (all of them if `whole`). Entries
+        put meanwhile go in the index directly."""
+        if partition not in self._indexed_parts:
+            self._indexed_parts.add(partition)
             # RocksDB iterators read a snapshot; a dict (memory store, replay) must not change
             # while iterated, and is small: read it at once.
             rocksdb = getattr(getattr(self.table, "data", None), "_dbs", None) is not None
             self._scans[partition] = self.entries() if rocksdb else iter(list(self.entries()))
         scan = self._scans.get(partition)
         if scan is None:
-            return heap
+            return True
         read_now = 0
+        found: list[tuple[float, str]] = []
         for key, (ts, owner, _value) in itertools.islice(scan, None if whole else SCAN_CHUNK):
             read_now += 1
             if owner == partition:
-                heapq.heappush(heap, (ts, key))
+                found.append((ts, key))
+        self.timers.add_many(partition, found)
         if whole or read_now < SCAN_CHUNK:
             del self._scans[partition]
-            return heap
-        return None
+            return True
+        return False
 
     def entries(self) -> Any:
         """(key, [event_ts, partition, value]) for every entry held locally."""
@@ -175,6 +176,7 @@ def expiring_table(app: faust.App, name: str, horizon: float, partitions: int,
     forgetting after `horizon`, its sweep index dropped on every rebalance."""
     table = app.Table(name, default=None, partitions=partitions, key_type=bytes,
                       value_type=bytes, help=help)
-    expiring = ExpiringTable(table, horizon=horizon, every=sweep_every(horizon))
+    expiring = ExpiringTable(table, horizon=horizon, every=sweep_every(horizon),
+                             timers=timers_for(app.conf.store, app.conf.tabledir, name))
     app.on_partitions_assigned.connect(expiring.forget_index)
     return expiring

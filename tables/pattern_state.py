@@ -8,8 +8,9 @@ Each value is JSON: `{"p": partition, "o": {source: offset}, "s": snapshot}`. `o
 offset of the last record applied from each source topic ("e" events, "r" rekeyed); a
 record re-read after a crash whose effect is already in the snapshot is not applied twice.
 
-Deadlines (sequence steps, absence windows, closing windows, correlation expiry) sit in an
-in-memory heap per partition that the timer pops; it is rebuilt from the table after each
+Deadlines (sequence steps, absence windows, closing windows, correlation expiry) sit in a
+timer index per partition that the timer pops (`tables/timers.py`: a local RocksDB beside
+a RocksDB table, a heap beside a dict); it is rebuilt from the table after each
 rebalance, so nothing but the table needs to survive a restart. The watermark of each
 partition is kept in the table too (key `"\\x00wm\\x1f{clock}"`) so it does not move back.
 """
@@ -17,7 +18,6 @@ partition is kept in the table too (key `"\\x00wm\\x1f{clock}"`) so it does not 
 from __future__ import annotations
 
 import contextlib
-import heapq
 import math
 import time
 import weakref
@@ -33,8 +33,10 @@ from faust.streams import _current_event  # the context var Faust's tables read
 
 from choreo.matchers.watermark import Watermark
 from tables.raw import read, tight
+from tables.timers import HeapTimers, Timers, timers_for
 
 SEP = "\x1f"
+REBUILD_BATCH = 5_000  # deadlines written to the index at a time when it is rebuilt
 WM_PREFIX = "\x00wm" + SEP
 
 
@@ -97,19 +99,19 @@ def processing(event: Any) -> Iterator[None]:
 
 @dataclass
 class PatternStateTable:
-    """The table, the per-partition deadline heaps and the per-partition watermarks."""
+    """The table, the per-partition deadline index and the per-partition watermarks."""
 
     table: faust.Table
     partitions: int
     idle_timeout: float
-    heaps: dict[int, list[tuple[float, str, str]]] = field(default_factory=dict)
+    timers: Timers = field(default_factory=HeapTimers)  # members "{pattern_id}\x1f{key}"
     watermarks: dict[str, Watermark] = field(default_factory=dict)
     _saved_wm: dict[str, list | None] = field(default_factory=dict)
     high_offsets: dict[str, int] = field(default_factory=dict)  # per clock, highest read
     # Per clock, the highest offset read before the last restart or rebalance: a record at
     # or below it is read again, and was on time when first read (see `is_replay`).
     replay_until: dict[str, int] = field(default_factory=dict)
-    stale: bool = True  # the heaps need rebuilding from the table (after a rebalance)
+    stale: bool = True  # the deadlines need rebuilding from the table (after a rebalance)
     live: Counter = field(default_factory=Counter)  # entries per pattern id held here
     # Wall time, for the idle watermark; a replay (streams/replay.py) runs it on record times.
     clock: Callable[[], float] = time.time
@@ -119,7 +121,8 @@ class PatternStateTable:
         table = app.Table("pattern-state", default=None, partitions=partitions,
                           key_type=bytes, value_type=bytes,  # bytes: the "raw" codec
                           help="pattern id + key -> {partition, offsets, snapshot}")
-        return cls(table, partitions, idle_timeout)
+        return cls(table, partitions, idle_timeout,
+                   timers=timers_for(app.conf.store, app.conf.tabledir, "pattern-state"))
 
     # --- entries ------------------------------------------------------------------------
 
@@ -150,7 +153,7 @@ class PatternStateTable:
 
     def schedule(self, partition: int, deadline: float, pattern_id: str, key: str) -> None:
         if math.isfinite(deadline):
-            heapq.heappush(self.heaps.setdefault(partition, []), (deadline, pattern_id, key))
+            self.timers.add(partition, deadline, f"{pattern_id}{SEP}{key}")
 
     def due(self, partition: int, watermark: float,
             limit: int | None = None) -> list[tuple[str, str]]:
@@ -159,15 +162,18 @@ class PatternStateTable:
 
         An entry may have been rescheduled or removed since; callers check its state.
         """
-        heap = self.heaps.get(partition)
         out: list[tuple[str, str]] = []
-        seen: set[tuple[str, str]] = set()
-        while heap and heap[0][0] <= watermark and (limit is None or len(out) < limit):
-            _, pattern_id, key = heapq.heappop(heap)
-            if (pattern_id, key) not in seen:
-                seen.add((pattern_id, key))
+        seen: set[str] = set()
+        for _, member in self.timers.pop_due(partition, watermark, limit):
+            if member not in seen:
+                seen.add(member)
+                pattern_id, _, key = member.partition(SEP)
                 out.append((pattern_id, key))
         return out
+
+    def pending(self, partition: int) -> int:
+        """Deadline entries queued for the partition (a (pattern, key) may have several)."""
+        return self.timers.size(partition)
 
     def entries(self) -> Iterable[tuple[str, str, Slot]]:
         """Every (pattern id, key, slot) held locally (the active partitions' stores)."""
@@ -222,8 +228,9 @@ class PatternStateTable:
     # --- rebalancing --------------------------------------------------------------------
 
     def rebuild(self, active: set[int], deadline_of: Any) -> int:
-        """Recreate heaps and watermarks for the active partitions from the table."""
-        self.heaps = {p: [] for p in active}
+        """Recreate the deadline index and watermarks for the active partitions from the
+        table."""
+        self.timers.clear()
         wall = self.clock()
         clocks = {f"{source}{p}" for p in active for source in ("e", "r")}
         for clock in clocks:
@@ -243,14 +250,21 @@ class PatternStateTable:
                 del self.watermarks[clock]
         n = 0
         self.live = Counter()
+        batches: dict[int, list[tuple[float, str]]] = {}
         for pattern_id, key, slot in self.entries():
             if slot.partition not in active:
                 continue
             n += 1
             self.live[pattern_id] += 1
             deadline = deadline_of(pattern_id, slot.state)
-            if deadline is not None:
-                self.schedule(slot.partition, deadline, pattern_id, key)
+            if deadline is not None and math.isfinite(deadline):
+                batch = batches.setdefault(slot.partition, [])
+                batch.append((deadline, f"{pattern_id}{SEP}{key}"))
+                if len(batch) >= REBUILD_BATCH:
+                    self.timers.add_many(slot.partition, batch)
+                    batch.clear()
+        for partition, batch in batches.items():
+            self.timers.add_many(partition, batch)
         self.stale = False
         return n
 
