@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -18,11 +19,12 @@ from choreo.envelope import Event
 from choreo.faust_fastpath import quiet_library_loggers
 from choreo.masking import scrub
 from choreo.matching import EventMatcher, PatternStats
-from choreo.memory import freeze_startup_objects
+from choreo.memory import FREED, freeze_startup_objects
 from choreo.metrics import ALERTS, DEAD_LETTERED
 from choreo.security import Guard, build_guard
 from choreo.settings import Settings
 from choreo.topics import ensure_topics, wait_for_coordinator
+from tables.timers import open_indexes
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +322,16 @@ def wire(runtime: Runtime, workers: str = "*") -> Runtime:
     register_agent_views(runtime)
     if runtime.settings.gc_freeze:
         runtime.app.task(_freeze_startup_objects)
+    if runtime.settings.store.startswith("rocksdb"):
+        FREED.on_release(functools.partial(_shed_rocksdb, runtime.app))
     return runtime
+
+
+def _shed_rocksdb(app: faust.App) -> None:
+    """After a mass expiry: RocksDB's memtables and cache let go of the expired keys."""
+    stores = [db for table in app.tables.values()
+              for db in getattr(table.data, "_dbs", {}).values()]
+    rocksdb_memory.shed([*stores, *open_indexes()])
 
 
 async def _freeze_startup_objects() -> None:

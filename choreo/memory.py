@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,11 @@ class ReleaseAfter:
     def __init__(self, threshold: int = 20_000) -> None:
         self.threshold = threshold
         self.freed = 0
+        self.hooks: list[Callable[[], None]] = []  # run first (RocksDB lets go of its part)
+
+    def on_release(self, hook: Callable[[], None]) -> None:
+        if hook not in self.hooks:
+            self.hooks.append(hook)
 
     def add(self, freed: int) -> None:
         """Count entries freed elsewhere (table sweeps); the next quiet tick may release."""
@@ -74,6 +80,11 @@ class ReleaseAfter:
         if self.freed < self.threshold:
             return False
         self.freed = 0
+        for hook in self.hooks:
+            try:
+                hook()
+            except Exception:  # memory stays held; the worker goes on
+                log.exception("releasing memory after a large expiry: %r failed", hook)
         released = release_freed_memory()
         log.info("released freed memory to the OS after a large expiry (trimmed: %s)",
                  released)

@@ -21,7 +21,8 @@ from __future__ import annotations
 import heapq
 import shutil
 import struct
-from collections.abc import Iterable
+import weakref
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -99,7 +100,7 @@ def time_of(raw: bytes) -> float:
     return _DOUBLE.unpack(_BITS.pack(bits))[0]
 
 
-@dataclass
+@dataclass(eq=False)
 class RocksTimers:
     """The index in a RocksDB at `path`, emptied when opened and by `clear`."""
 
@@ -118,6 +119,7 @@ class RocksTimers:
             no_wal = rocksdict.WriteOptions()
             no_wal.disable_wal = True
             self._db.set_write_options(no_wal)
+            _OPEN.add(self)
         return self._db
 
     def add(self, partition: int, when: float, member: str) -> None:
@@ -186,6 +188,16 @@ class RocksTimers:
 
     def close(self) -> None:
         self.clear()
+
+
+_OPEN: weakref.WeakSet[RocksTimers] = weakref.WeakSet()
+
+
+def open_indexes() -> Iterator[rocksdict.Rdict]:
+    """The RocksDB instances of the timer indexes open in this process."""
+    for timers in list(_OPEN):
+        if timers._db is not None:
+            yield timers._db
 
 
 def timers_for(store_url: object, tabledir: object, name: str) -> Timers:

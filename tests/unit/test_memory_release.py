@@ -47,6 +47,24 @@ def test_release_waits_for_the_threshold_and_a_quiet_tick(monkeypatch) -> None: 
     assert calls == [1]
 
 
+def test_release_runs_its_hooks_first_and_survives_a_failing_one(monkeypatch) -> None:  # noqa: ANN001
+    calls = []
+    monkeypatch.setattr(memory, "release_freed_memory", lambda: calls.append("trim") or True)
+    release = ReleaseAfter(threshold=10)
+
+    def broken() -> None:
+        calls.append("broken")
+        raise RuntimeError("store closed")
+
+    release.on_release(broken)
+    release.on_release(lambda: calls.append("rocksdb"))
+    release.on_release(broken)  # once only
+    release.note(50)
+    assert calls == []
+    assert release.note(0) is True
+    assert calls == ["broken", "rocksdb", "trim"]
+
+
 def test_memory_view_lists_allocation_sites_only_when_tracing() -> None:
     import tracemalloc
 

@@ -35,3 +35,35 @@ def test_stores_share_one_cache_and_one_write_budget(tmp_path):  # noqa: ANN001
     assert 0 < usage["block_cache"] <= 8 * MB and 0 < usage["memtables"] <= 2 * 4 * MB
     for db in dbs:
         db.close()
+
+
+def test_shed_hands_back_memtables_and_cached_blocks_after_a_mass_expiry(tmp_path):  # noqa: ANN001
+    budget = rocksdb_memory.install(cache_bytes=8 * MB, write_buffer_bytes=4 * MB)
+    db = RocksDBOptions().open(tmp_path / "expired")
+    value = os.urandom(1024)
+    for i in range(6_000):
+        db[f"key-{i}".encode()] = value
+    for i in range(0, 6_000, 3):
+        assert db[f"key-{i}".encode()] == value
+    for i in range(6_000):  # the keys expire: tombstones in the memtable
+        del db[f"key-{i}".encode()]
+    assert budget.write_buffers.get_usage() > 0 and budget.cache.get_usage() > 1 * MB
+    rocksdb_memory.shed([db])
+    assert budget.write_buffers.get_usage() < 64 * 1024  # a new, empty memtable
+    assert budget.cache.get_usage() < 256 * 1024
+    db[b"after"] = value  # the budget is whole again
+    assert db[b"after"] == value
+    db.close()
+
+
+def test_a_timer_index_uses_the_shared_budget(tmp_path):  # noqa: ANN001
+    from tables.timers import RocksTimers, open_indexes
+
+    budget = rocksdb_memory.install(cache_bytes=8 * MB, write_buffer_bytes=4 * MB)
+    before = budget.write_buffers.get_usage()
+    timers = RocksTimers(tmp_path / "timers")
+    timers.add_many(0, [(float(i), f"pattern\x1fkey-{i:08d}" * 8) for i in range(20_000)])
+    assert budget.write_buffers.get_usage() > before
+    assert timers._db in list(open_indexes())
+    timers.clear()
+    assert timers._db not in list(open_indexes())
