@@ -222,7 +222,7 @@ class ChoreoApp(faust.App):
             # consumer's metadata lists them crashes the agent with PartitionsMismatch.
             await ensure_topics(bootstrap, [t.changelog_topic.get_topic_name()
                                             for t in self.tables.values()], partitions,
-                                config={"cleanup.policy": "compact"}, client=client)
+                                config=runtime.settings.changelog_config(), client=client)
             for hook in self.runtime.startup_hooks:
                 await hook()
             await wait_for_coordinator(bootstrap, self.conf.id, client=client)

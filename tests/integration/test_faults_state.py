@@ -20,6 +20,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from choreo.envelope import iso_from_ts, new_event
 from choreo.kafka_io import send_events
@@ -41,6 +43,18 @@ def get_json(worker: Worker, path: str) -> tuple[int, dict]:
             return exc.code, json.loads(body or b"{}")
         except json.JSONDecodeError:
             return exc.code, {"body": body[:200].decode("utf-8", "replace")}
+
+
+async def topic_configs(bootstrap: str, topic: str) -> dict[str, str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    [(_code, _message, _type, _name, entries)] = response.resources
+    return {entry[0]: entry[1] for entry in entries}
 
 
 def kill9(worker: Worker) -> None:
@@ -79,6 +93,10 @@ def test_deleted_rocksdb_folder_is_rebuilt_from_changelogs(make_worker, tmp_path
     wait_until(lambda: len(handled(log)[1]) >= 100 * 3 + 100, timeout=90)
     before = stable_digest(worker)
     assert before["tables"]["pattern-state"]["entries"] >= 200
+    # Compaction can reach the changelogs: their segments roll (CHOREO_CHANGELOG_SEGMENT).
+    configs = asyncio.run(topic_configs(worker.broker.bootstrap,
+                                        f"{worker.name}-pattern-state-changelog"))
+    assert configs["cleanup.policy"] == "compact" and configs["segment.ms"] == "600000"
     kill9(worker)
     stores = sorted(p.name for p in worker.data_dir.rglob("*") if p.is_dir())
     shutil.rmtree(worker.data_dir)

@@ -13,3 +13,12 @@ def test_the_engine_switch():
     assert Settings.from_env({"CHOREO_ENGINE": "On"}).engine is True
     with pytest.raises(ValueError, match="CHOREO_ENGINE"):
         Settings.from_env({"CHOREO_ENGINE": "maybe"})
+
+
+def test_changelogs_roll_their_segments_so_compaction_can_reach_them():
+    assert Settings.from_env({}).changelog_config() == {"cleanup.policy": "compact",
+                                                         "segment.ms": "600000"}
+    short = Settings.from_env({"CHOREO_CHANGELOG_SEGMENT": "2.5"})
+    assert short.changelog_config()["segment.ms"] == "2500"
+    with pytest.raises(ValueError, match="CHOREO_CHANGELOG_SEGMENT"):
+        Settings.from_env({"CHOREO_CHANGELOG_SEGMENT": "0"})
