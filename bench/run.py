@@ -322,19 +322,25 @@ class Bench:
         return {"catch_up_s": round(took, 1), "deadlines_run": last}
 
     async def deadlines_settled(self, proc: Proc, deadline: float) -> float | None:
-        """Wait until the engine's deadline counter has not moved for 3 s; return it.
+        """Wait until the engine's deadline counter and its count of expired
+        de-duplication entries (swept by the same timer) have not moved for 3 s; return the
+        deadline counter.
 
         A worker too busy to answer /metrics within 5 s is not settled (in the first full
         run with a million keys two unanswered reads in a row looked like a still counter).
         """
-        last, since, shown = None, time.monotonic(), time.monotonic()
+        last, swept, since, shown = None, None, time.monotonic(), time.monotonic()
         while time.monotonic() - since < 3.0 and time.monotonic() < deadline:
             ran = await asyncio.to_thread(proc.metric_total, "choreo_deadlines_run_total")
-            if ran is None or ran != last:
-                last, since = (last if ran is None else ran), time.monotonic()
+            gone = await asyncio.to_thread(proc.metric_total, "choreo_expired_entries_total")
+            if ran is None or gone is None or (ran, gone) != (last, swept):
+                since = time.monotonic()
+                last = last if ran is None else ran
+                swept = swept if gone is None else gone
             if time.monotonic() - shown >= 10.0:
                 shown = time.monotonic()
-                say(f"   deadlines run {int(last or 0):,}, RSS {_mb(proc.rss_kb() or 0):.0f} MB")
+                say(f"   deadlines run {int(last or 0):,}, de-dup entries expired "
+                    f"{int(swept or 0):,}, RSS {_mb(proc.rss_kb() or 0):.0f} MB")
             proc.sample()
             await asyncio.sleep(0.5)
         return last

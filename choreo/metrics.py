@@ -48,6 +48,9 @@ TIMERS_FIRED = Counter("choreo_deadlines_run_total",
                        "Deadlines reached: sequence steps, absence windows, windows closing, and "
                        "correlation summaries expiring (pattern_id ~correlation).",
                        ["pattern_id"], registry=REGISTRY)
+EXPIRED_ENTRIES = Counter("choreo_expired_entries_total",
+                          "Entries swept from an expiring table (de-duplication, task "
+                          "progress) once past its horizon.", ["table"], registry=REGISTRY)
 STATE_ENTRIES = Gauge("choreo_pattern_state_entries",
                       "Keys in flight in the pattern-state table on this worker (incl. "
                       "correlation summaries).", registry=REGISTRY)

@@ -25,6 +25,7 @@ import faust
 import orjson
 
 from choreo.memory import FREED
+from choreo.metrics import EXPIRED_ENTRIES
 from tables.raw import read, tight
 from tables.timers import HeapTimers, Timers, timers_for
 
@@ -128,6 +129,8 @@ class ExpiringTable:
                 del self.table[key.encode()]
                 removed += 1
         FREED.add(removed)
+        if removed:
+            EXPIRED_ENTRIES.labels(getattr(self.table, "name", "memory")).inc(removed)
         return removed
 
     def _indexed(self, partition: int, whole: bool = False) -> bool:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from choreo.metrics import REGISTRY
 from tables.expiring import SWEEP_LIMIT, ExpiringTable
+
+
+def expired_total() -> float:
+    return REGISTRY.get_sample_value("choreo_expired_entries_total", {"table": "memory"}) or 0
 
 
 def test_entries_expire_in_event_time_a_bounded_number_per_call() -> None:
     table = ExpiringTable({}, horizon=60.0, every=6.0)  # type: ignore[arg-type]
+    before = expired_total()
     table.advance(0, 0.0)
     table.advance(1, 0.0)
     count = 3 * SWEEP_LIMIT + 50
@@ -21,6 +27,7 @@ def test_entries_expire_in_event_time_a_bounded_number_per_call() -> None:
     removed = [table.sweep_backlog(0, 2 * SWEEP_LIMIT) for _ in range(3)]  # the timer's
     assert removed == [2 * SWEEP_LIMIT, count - 1 - 3 * SWEEP_LIMIT, 0]
     assert not table.has_backlog(0)
+    assert expired_total() - before == count - 1  # what /metrics shows
     assert {key for key, _ in table.entries()} == {"k1", "other"}  # partition 1: its own events
     assert table.get("k1") == "again"
     assert table.get("k2") is None
