@@ -67,3 +67,26 @@ def test_a_timer_index_uses_the_shared_budget(tmp_path):  # noqa: ANN001
     assert timers._db in list(open_indexes())
     timers.clear()
     assert timers._db not in list(open_indexes())
+
+
+def test_a_reopened_store_stays_inside_the_budget(tmp_path):  # noqa: ANN001
+    """Every restart reopens the stores; RocksDB then takes a column family's options from
+    its OPTIONS file, which does not keep the block cache, unless they are named."""
+    budget = rocksdb_memory.install(cache_bytes=16 * MB, write_buffer_bytes=4 * MB)
+    db = RocksDBOptions().open(tmp_path / "store")
+    db[b"key"] = b"value"
+    db.close()
+    del db
+    again = RocksDBOptions().open(tmp_path / "store")
+    assert again[b"key"] == b"value"
+    assert again.property_int_value("rocksdb.block-cache-capacity") == 16 * MB  # not 8: the default
+    value = os.urandom(1024)
+    for i in range(3_000):
+        again[f"key-{i}".encode()] = value
+    again.flush()
+    for i in range(3_000):
+        assert again[f"key-{i}".encode()] == value
+    # The blocks it read are the shared cache's (a cache of its own would leave it empty).
+    assert again.property_int_value("rocksdb.block-cache-usage") == budget.cache.get_usage()
+    assert budget.cache.get_usage() > 1 * MB
+    again.close()
