@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--keep", action="store_true", help="keep the work dir and broker data")
     parser.add_argument("--keys", type=int, help="distinct keys for the keys scenario")
+    parser.add_argument("--recovery-limit", type=float,
+                        help="seconds a restore may take before it is reported unfinished")
     parser.add_argument("--dedup-horizon", default="2m",
                         help="dedup_horizon of the generated files (default 2m)")
     args = parser.parse_args(argv)
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.keys:
             sizes = dataclasses.replace(sizes, keys=args.keys)
         bench = Bench(bootstrap, kafka_data, work, args.out, sizes,
-                      dedup_horizon=args.dedup_horizon)
+                      dedup_horizon=args.dedup_horizon, recovery_limit=args.recovery_limit)
         scenarios = bench.scenarios()
         if args.only:
             wanted = {"B", *args.only.split(",")}

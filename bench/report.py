@@ -73,7 +73,9 @@ def table(results: list[dict[str, Any]]) -> str:
             _fmt(r.get("peak_rss_mb")),
             _fmt(r["state_disk_bytes"] / 2**20) if r.get("state_disk_bytes") is not None
             else "-",
-            changelog, _fmt(r.get("start_s"), 2), _fmt(r.get("recovery_s"), 2)))
+            changelog, _fmt(r.get("start_s"), 2),
+            f"> {r['recovery_unfinished_after_s']:.0f}" if r.get("recovery_unfinished_after_s")
+            else _fmt(r.get("recovery_s"), 2)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = []
     for n, row in enumerate(rows):

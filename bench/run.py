@@ -90,6 +90,7 @@ class Bench:
     run_id: str = field(default_factory=lambda: f"b{int(time.time())}")
     next_port: int = 7100
     dedup_horizon: str = "2m"
+    recovery_limit: float | None = None  # seconds a restore may take before it is given up
 
     def port(self) -> int:
         while self.next_port < 7200:
@@ -462,8 +463,14 @@ class Bench:
         say("   restarting with an empty data dir (state from the changelog)")
         # Faust restores a changelog record at a time (a few thousand a second here).
         records = (await self.state(app_id, data_dir))["changelog_records"]
-        out: dict[str, Any] = {"recovery_s": round(proc.start(timeout=180.0 + records / 1000),
-                                                   2)}
+        timeout = 180.0 + records / 1000
+        if self.recovery_limit is not None:
+            timeout = min(timeout, self.recovery_limit)
+        try:
+            out: dict[str, Any] = {"recovery_s": round(proc.start(timeout=timeout), 2)}
+        except TimeoutError:
+            say(f"   recovery not finished in {timeout:.0f}s ({records:,} changelog records)")
+            return {"recovery_s": None, "recovery_unfinished_after_s": round(timeout, 1)}
         say(f"   recovered in {out['recovery_s']}s")
         if sc.profile:
             out["profile"] = await self.profile(proc, sc)

@@ -60,3 +60,15 @@ def test_ratio_and_first_per_key() -> None:
     assert ratio(None, 10.0) is None
     assert ratio(5.0, 0.0) is None
     assert first_per_key([("a", 3.0), ("b", 1.0), ("a", 2.0)]) == {"a": 2.0, "b": 1.0}
+
+
+def test_the_table_says_when_a_restore_did_not_finish() -> None:
+    from bench import report
+
+    rows = [{"name": "keys", "kind": "engine", "recovery_s": None,
+             "recovery_unfinished_after_s": 1500.0},
+            {"name": "ecommerce", "kind": "engine", "recovery_s": 20.8}]
+    text = report.table(rows)
+    keys_line = next(line for line in text.splitlines() if line.startswith("| keys"))
+    assert keys_line.rstrip(" |").endswith("> 1500")
+    assert "20.80" in text
