@@ -98,8 +98,8 @@ class ExpiringTable:
         return self._sweep_some(partition, high - self.horizon)
 
     def _sweep_some(self, partition: int, cutoff: float, limit: int = SWEEP_LIMIT) -> int:
-        removed = self.sweep(partition, cutoff, limit=limit)
-        if removed >= limit or partition in self._scans:
+        removed, read_all = self._sweep(partition, cutoff, limit)
+        if not read_all or partition in self._scans:
             self._backlog[partition] = cutoff
         else:
             self._backlog.pop(partition, None)
@@ -116,12 +116,17 @@ class ExpiringTable:
         return 0 if cutoff is None else self._sweep_some(partition, cutoff, limit)
 
     def sweep(self, partition: int, cutoff: float, limit: int | None = None) -> int:
-        """Delete this partition's entries older than cutoff, at most `limit` of them (call
-        inside the stream)."""
+        """Delete this partition's entries older than cutoff, looking at `limit` index
+        entries at most (call inside the stream); returns how many were deleted."""
+        return self._sweep(partition, cutoff, limit)[0]
+
+    def _sweep(self, partition: int, cutoff: float, limit: int | None) -> tuple[int, bool]:
+        """(entries deleted, whether the index had no more due than were read)."""
         if not self._indexed(partition, whole=limit is None):
-            return 0  # the index is still being built; the backlog goes on with it
+            return 0, False  # the index is still being built; the backlog goes on with it
         removed = 0
-        for _, key in self.timers.pop_due(partition, cutoff, limit, inclusive=False):
+        due = self.timers.pop_due(partition, cutoff, limit, inclusive=False)
+        for _, key in due:
             raw = read(self.table, key.encode())
             entry = orjson.loads(raw) if raw is not None else None
             # A key written again since, or by another partition, is not this entry's to drop.
@@ -131,7 +136,9 @@ class ExpiringTable:
         FREED.add(removed)
         if removed:
             EXPIRED_ENTRIES.labels(getattr(self.table, "name", "memory")).inc(removed)
-        return removed
+        # Index entries of keys written again since count towards the limit but delete
+        # nothing: a full read means there may be more.
+        return removed, limit is None or len(due) < limit
 
     def _indexed(self, partition: int, whole: bool = False) -> bool:
         """Whether the partition's sweep index is complete; until the scan that builds it

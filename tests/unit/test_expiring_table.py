@@ -62,3 +62,21 @@ def test_the_sweep_index_is_built_a_chunk_per_call(monkeypatch) -> None:
     assert not table.has_backlog(0)
     assert sorted(k for k, (_ts, owner, _v) in table.entries() if owner == 0) == []
     assert len([k for k, (_ts, owner, _v) in table.entries() if owner == 1]) == 50
+
+
+def test_a_sweep_that_read_only_rewritten_keys_still_leaves_a_backlog() -> None:
+    """Index entries of keys written again since delete nothing but use the sweep's limit;
+    the expired entries behind them must still be swept by the backlog."""
+    table = ExpiringTable({}, horizon=60.0, every=6.0)  # type: ignore[arg-type]
+    table.advance(0, 0.0)
+    table.sweep(0, -1.0)  # builds the (empty) index: puts go into it from now on
+    for i in range(SWEEP_LIMIT):  # written at 1.0, then again at 150.0: not expired
+        table.put(f"again{i}", ts=1.0, partition=0)
+        table.put(f"again{i}", ts=150.0, partition=0)
+    for i in range(10):
+        table.put(f"old{i}", ts=2.0, partition=0)
+    assert table.advance(0, 200.0) == 0  # read SWEEP_LIMIT stale index entries, none due
+    assert table.has_backlog(0)
+    assert table.sweep_backlog(0, 2 * SWEEP_LIMIT) == 10
+    assert not table.has_backlog(0)
+    assert table.get("old3") is None and table.get("again3") == 1
