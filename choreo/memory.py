@@ -1,12 +1,13 @@
 """Give memory freed by a mass expiry back to the operating system.
 
-When a million keys go quiet, the worker frees their deadline entries, decoded states and
-changelog records at once. CPython returns a 256 KiB arena only when every object in it is
-gone, and glibc keeps freed heap pages for reuse, so the freed memory stays in the worker's
-RSS (make bench, `keys`: 86 MB idle, 457 MB after the keys expired). After a large expiry,
-a full collection and `malloc_trim(0)` (which unmaps free pages anywhere in the heap) bring
-most of it back. Each costs some milliseconds per hundred thousand live objects, so it runs
-only after much was freed.
+When a million keys go quiet, the worker frees their decoded states and changelog records
+at once, and RocksDB holds their tombstones in memtables and their blocks in its cache.
+CPython returns an arena only when every object in it is gone, and glibc keeps freed heap
+pages for reuse, so the freed memory stays in the worker's RSS. After a large expiry, the
+release hooks run (the worker's: flush RocksDB's memtables and empty its shared cache,
+`choreo/app.py`), then a full collection and `malloc_trim(0)` (which unmaps free pages
+anywhere in the heap). Each costs some milliseconds per hundred thousand live objects, so
+it runs only after much was freed.
 """
 
 from __future__ import annotations
