@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import importlib
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -323,13 +323,17 @@ def wire(runtime: Runtime, workers: str = "*") -> Runtime:
     if runtime.settings.gc_freeze:
         runtime.app.task(_freeze_startup_objects)
     if runtime.settings.store.startswith("rocksdb"):
-        FREED.on_release(functools.partial(_shed_rocksdb, runtime.app))
+        _ROCKSDB_APPS.add(runtime.app)
+        FREED.on_release(_shed_rocksdb)
     return runtime
 
 
-def _shed_rocksdb(app: faust.App) -> None:
+_ROCKSDB_APPS: weakref.WeakSet[faust.App] = weakref.WeakSet()
+
+
+def _shed_rocksdb() -> None:
     """After a mass expiry: RocksDB's memtables and cache let go of the expired keys."""
-    stores = [db for table in app.tables.values()
+    stores = [db for app in list(_ROCKSDB_APPS) for table in app.tables.values()
               for db in getattr(table.data, "_dbs", {}).values()]
     rocksdb_memory.shed([*stores, *open_indexes()])
 

@@ -14,6 +14,7 @@ when the total goes over. Per store, a memtable is `write_buffer_bytes / 4` at m
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import rocksdict
 from faust.stores import rocksdb as faust_rocksdb
 
+log = logging.getLogger(__name__)
 _PATCHED = "_choreo_bounded_memory"
 
 
@@ -139,7 +141,10 @@ def shed(dbs: Iterable[rocksdict.Rdict]) -> None:
     Both fill up again as the worker reads and writes; they are not lost state.
     """
     for db in dbs:
-        db.flush()
+        try:
+            db.flush()
+        except Exception:  # noqa: BLE001 - one store's failure leaves the others to flush
+            log.warning("flushing a RocksDB store after a mass expiry failed", exc_info=True)
     if _budget is not None:
         _budget.cache.set_capacity(0)
         _budget.cache.set_capacity(_budget.cache_bytes)

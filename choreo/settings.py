@@ -182,6 +182,9 @@ class Settings:
             ssl_keyfile=_path(env, "CHOREO_SSL_KEYFILE"),
             agent=AgentIdentity.from_env(env),
         )
+        if not 1.0 <= settings.changelog_segment <= 365 * 86400.0:  # also rules out nan
+            raise ValueError("CHOREO_CHANGELOG_SEGMENT must be seconds from 1 to a year, got "
+                             f"{env.get('CHOREO_CHANGELOG_SEGMENT')!r}")
         settings.check_kafka_security()
         return settings
 

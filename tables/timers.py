@@ -31,7 +31,7 @@ import rocksdict
 
 from choreo import rocksdb_memory
 
-_PARTITION = struct.Struct(">H")
+_PARTITION = struct.Struct(">I")
 _DOUBLE = struct.Struct(">d")
 _BITS = struct.Struct(">Q")
 # After every UTF-8 byte: a bound of time + this takes in every member due at that time.
@@ -52,8 +52,9 @@ class Timers(Protocol):
         ...
 
     def size(self, partition: int) -> int:
-        """Entries added and not popped (in RocksDB the same time and member added twice is
-        one entry but counted twice: a bound for how much to pop, not an exact count)."""
+        """Entries held for the partition. The timer pops at most this many in a tick, so
+        what it puts back runs next tick; `RocksTimers.add_many` (index builds) counts an
+        entry already there again, which only makes the bound looser."""
         ...
 
     def clear(self) -> None: ...
@@ -127,7 +128,10 @@ class RocksTimers:
 
     def add(self, partition: int, when: float, member: str) -> None:
         key = _PARTITION.pack(partition) + time_bytes(when) + member.encode()
-        self._open().put(key, b"")
+        db = self._open()
+        if db.get(key) is not None:  # a state saved again with the same deadline
+            return
+        db.put(key, b"")
         self._added(partition, key, 1)
 
     def add_many(self, partition: int, entries: Iterable[tuple[float, str]]) -> None:
@@ -168,7 +172,7 @@ class RocksTimers:
         while it.valid() and (limit is None or len(out) < limit):
             last = it.key()
             batch.delete(last)
-            out.append((time_of(last[2:10]), last[10:].decode()))
+            out.append((time_of(last[4:12]), last[12:].decode()))
             it.next()
         del it
         if out:

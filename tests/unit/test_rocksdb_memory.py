@@ -64,9 +64,10 @@ def test_a_timer_index_uses_the_shared_budget(tmp_path):  # noqa: ANN001
     timers = RocksTimers(tmp_path / "timers")
     timers.add_many(0, [(float(i), f"pattern\x1fkey-{i:08d}" * 8) for i in range(20_000)])
     assert budget.write_buffers.get_usage() > before
-    assert timers._db in list(open_indexes())
+    db = timers._db
+    assert db is not None and any(db is open_db for open_db in open_indexes())
     timers.clear()
-    assert timers._db not in list(open_indexes())
+    assert not any(db is open_db for open_db in open_indexes())
 
 
 def test_a_reopened_store_stays_inside_the_budget(tmp_path):  # noqa: ANN001

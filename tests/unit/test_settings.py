@@ -18,7 +18,8 @@ def test_the_engine_switch():
 def test_changelogs_roll_their_segments_so_compaction_can_reach_them():
     assert Settings.from_env({}).changelog_config() == {"cleanup.policy": "compact",
                                                          "segment.ms": "600000"}
-    short = Settings.from_env({"CHOREO_CHANGELOG_SEGMENT": "2.5"})
+    short = Settings.from_env({"CHOREO_CHANGELOG_SEGMENT": "2.5"})  # seconds
     assert short.changelog_config()["segment.ms"] == "2500"
-    with pytest.raises(ValueError, match="CHOREO_CHANGELOG_SEGMENT"):
-        Settings.from_env({"CHOREO_CHANGELOG_SEGMENT": "0"})
+    for bad in ("0", "0.5", "nan", "inf", "1e12"):
+        with pytest.raises(ValueError, match="CHOREO_CHANGELOG_SEGMENT"):
+            Settings.from_env({"CHOREO_CHANGELOG_SEGMENT": bad})

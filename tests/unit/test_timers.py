@@ -64,6 +64,24 @@ def test_same_member_at_several_times_and_unicode_members(timers):
     assert timers.pop_due(0, 3.0) == [(1.0, "p\x1fkey-é"), (2.0, "p\x1fkey-é")]
 
 
+def test_a_deadline_saved_again_is_one_entry_in_rocksdb(tmp_path):
+    """A state saved again with the same deadline: the count the timer pops by stays exact."""
+    timers = RocksTimers(tmp_path / "t")
+    for _ in range(3):
+        timers.add(0, 5.0, "p\x1fk")
+    assert timers.size(0) == 1
+    assert timers.pop_due(0, 10.0) == [(5.0, "p\x1fk")]
+    assert timers.size(0) == 0
+    timers.clear()
+
+
+def test_large_partition_numbers(timers):
+    timers.add(70_000, 1.0, "a")
+    timers.add(3, 1.0, "b")
+    assert timers.pop_due(70_000, 2.0) == [(1.0, "a")]
+    assert timers.pop_due(3, 2.0) == [(1.0, "b")]
+
+
 def test_clear_empties_every_partition(timers):
     timers.add(0, 1.0, "a")
     timers.add(3, 1.0, "b")
