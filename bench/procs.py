@@ -115,17 +115,23 @@ class Proc:
 
     def metric_total(self, name: str) -> float | None:
         """Sum of a Prometheus metric's samples on /metrics (None without such a view)."""
+        return self.metric_totals([name])[name]
+
+    def metric_totals(self, names: list[str]) -> dict[str, float | None]:
+        """Sums of several metrics' samples from one read of /metrics (None each without
+        such a view)."""
         url = f"http://127.0.0.1:{self.web_port}/metrics"
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 text = response.read().decode()
         except (urllib.error.URLError, OSError):
-            return None
-        total = 0.0
+            return dict.fromkeys(names)
+        totals: dict[str, float | None] = dict.fromkeys(names, 0.0)
         for line in text.splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            if name in totals:
+                totals[name] = (totals[name] or 0.0) + float(line.rsplit(" ", 1)[1])
+        return totals
 
     def stop(self, timeout: float = 60.0) -> None:
         if not self.alive():

@@ -51,6 +51,10 @@ TIMERS_FIRED = Counter("choreo_deadlines_run_total",
 EXPIRED_ENTRIES = Counter("choreo_expired_entries_total",
                           "Entries swept from an expiring table (de-duplication, task "
                           "progress) once past its horizon.", ["table"], registry=REGISTRY)
+SWEEP_BACKLOG = Gauge("choreo_sweep_backlog_partitions",
+                      "Partitions of an expiring table whose sweep stopped at its limit (or "
+                      "whose sweep index is still being built) with expired entries left; "
+                      "the timer works them off.", ["table"], registry=REGISTRY)
 STATE_ENTRIES = Gauge("choreo_pattern_state_entries",
                       "Keys in flight in the pattern-state table on this worker (incl. "
                       "correlation summaries).", registry=REGISTRY)

@@ -25,7 +25,7 @@ import faust
 import orjson
 
 from choreo.memory import FREED
-from choreo.metrics import EXPIRED_ENTRIES
+from choreo.metrics import EXPIRED_ENTRIES, SWEEP_BACKLOG
 from tables.raw import read, tight
 from tables.timers import HeapTimers, Timers, timers_for
 
@@ -76,6 +76,7 @@ class ExpiringTable:
         self.timers.clear()
         self._backlog.clear()
         self._scans.clear()
+        self._show_backlog()
 
     def advance(self, partition: int, ts: float) -> int:
         """Note event time on a partition; sweep it when due. Returns entries removed.
@@ -103,7 +104,16 @@ class ExpiringTable:
             self._backlog[partition] = cutoff
         else:
             self._backlog.pop(partition, None)
+        self._show_backlog()
         return removed
+
+    def _show_backlog(self) -> None:
+        SWEEP_BACKLOG.labels(self.name).set(len(self._backlog))
+
+    @property
+    def name(self) -> str:
+        """The table's name in metrics ("memory" for a plain dict)."""
+        return getattr(self.table, "name", "memory")
 
     def has_backlog(self, partition: int) -> bool:
         """Whether a sweep of the partition stopped at its limit with more expired."""
@@ -135,7 +145,7 @@ class ExpiringTable:
                 removed += 1
         FREED.add(removed)
         if removed:
-            EXPIRED_ENTRIES.labels(getattr(self.table, "name", "memory")).inc(removed)
+            EXPIRED_ENTRIES.labels(self.name).inc(removed)
         # Index entries of keys written again since count towards the limit but delete
         # nothing: a full read means there may be more.
         return removed, limit is None or len(due) < limit

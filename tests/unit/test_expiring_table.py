@@ -10,6 +10,10 @@ def expired_total() -> float:
     return REGISTRY.get_sample_value("choreo_expired_entries_total", {"table": "memory"}) or 0
 
 
+def backlog_shown() -> float | None:
+    return REGISTRY.get_sample_value("choreo_sweep_backlog_partitions", {"table": "memory"})
+
+
 def test_entries_expire_in_event_time_a_bounded_number_per_call() -> None:
     table = ExpiringTable({}, horizon=60.0, every=6.0)  # type: ignore[arg-type]
     before = expired_total()
@@ -24,9 +28,11 @@ def test_entries_expire_in_event_time_a_bounded_number_per_call() -> None:
     assert table.advance(0, 200.0) == SWEEP_LIMIT  # cutoff 140: all but k1, SWEEP_LIMIT now
     assert table.advance(0, 201.0) == 0  # the next event does not sweep: the timer goes on
     assert table.has_backlog(0) and not table.has_backlog(1)
+    assert backlog_shown() == 1  # /metrics: one partition still to sweep
     removed = [table.sweep_backlog(0, 2 * SWEEP_LIMIT) for _ in range(3)]  # the timer's
     assert removed == [2 * SWEEP_LIMIT, count - 1 - 3 * SWEEP_LIMIT, 0]
     assert not table.has_backlog(0)
+    assert backlog_shown() == 0
     assert expired_total() - before == count - 1  # what /metrics shows
     assert {key for key, _ in table.entries()} == {"k1", "other"}  # partition 1: its own events
     assert table.get("k1") == "again"
@@ -56,6 +62,7 @@ def test_the_sweep_index_is_built_a_chunk_per_call(monkeypatch) -> None:
     table.advance(0, 0.0)
     assert table.advance(0, 200.0) == 0  # read 40 of 100 entries, nothing swept yet
     assert table.has_backlog(0)
+    assert backlog_shown() == 1  # the index build counts as backlog
     table.put("new", ts=5.0, partition=0)  # written while the scan goes on
     removed = [table.sweep_backlog(0, 1_000) for _ in range(3)]
     assert removed == [0, 51, 0]  # 80 read, then the rest and the sweep
