@@ -322,6 +322,7 @@ def wire(runtime: Runtime, workers: str = "*") -> Runtime:
     register_agent_views(runtime)
     if runtime.settings.gc_freeze:
         runtime.app.task(_freeze_startup_objects)
+    FREED.threshold = runtime.settings.release_after  # one count per process
     if runtime.settings.store.startswith("rocksdb"):
         _ROCKSDB_APPS.add(runtime.app)
         FREED.on_release(_shed_rocksdb)

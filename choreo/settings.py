@@ -120,6 +120,10 @@ class Settings:
     # default of 7 days every superseded state and tombstone of a busy table stays in it and
     # a restore reads them all (make bench, `keys`: 11 records a key).
     changelog_segment: float = 600.0
+    # Entries freed (expired state, swept de-duplication entries) after which the next quiet
+    # tick gives memory back: RocksDB's memtables flushed and cache emptied, then glibc's
+    # malloc_trim (choreo/memory.py).
+    release_after: int = 20_000
     # Signing keys (choreo/signing.py): a key file, and/or `id=secret` pairs, and the id
     # this process signs with. Never printed.
     signing_keys_file: Path | None = None
@@ -168,6 +172,7 @@ class Settings:
                                                   default.rocksdb_write_buffer_mb),
             changelog_segment=_float(env, "CHOREO_CHANGELOG_SEGMENT",
                                      default.changelog_segment),
+            release_after=_positive_int(env, "CHOREO_RELEASE_AFTER", default.release_after),
             signing_keys_file=_path(env, "CHOREO_SIGNING_KEYS_FILE"),
             signing_keys=env.get("CHOREO_SIGNING_KEYS") or "",
             signing_key_id=env.get("CHOREO_SIGNING_KEY_ID") or "",

@@ -122,3 +122,13 @@ def test_objects_made_at_start_are_left_out_of_full_collections() -> None:
         assert any(o is later for o in gc.get_objects(generation=2))  # collected as before
     finally:
         gc.unfreeze()
+
+
+def test_the_worker_takes_its_release_threshold_from_the_settings(monkeypatch) -> None:  # noqa: ANN001
+    from choreo.app import create_app, wire
+    from choreo.settings import Settings
+
+    monkeypatch.setattr(memory.FREED, "threshold", memory.FREED.threshold)  # restored after
+    settings = Settings.from_env({"CHOREO_STORE": "memory://", "CHOREO_RELEASE_AFTER": "2000"})
+    wire(create_app(settings), workers="none")
+    assert memory.FREED.threshold == 2_000

@@ -23,3 +23,11 @@ def test_changelogs_roll_their_segments_so_compaction_can_reach_them():
     for bad in ("0", "0.5", "nan", "inf", "1e12"):
         with pytest.raises(ValueError, match="CHOREO_CHANGELOG_SEGMENT"):
             Settings.from_env({"CHOREO_CHANGELOG_SEGMENT": bad})
+
+
+def test_memory_is_released_after_a_configurable_number_of_freed_entries():
+    assert Settings.from_env({}).release_after == 20_000
+    assert Settings.from_env({"CHOREO_RELEASE_AFTER": "2000"}).release_after == 2_000
+    for bad in ("0", "-5", "lots"):
+        with pytest.raises(ValueError, match="CHOREO_RELEASE_AFTER"):
+            Settings.from_env({"CHOREO_RELEASE_AFTER": bad})
