@@ -43,7 +43,7 @@ def say(message: str) -> None:
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much each mode does."""
+    """How much each mode does, and how long it waits for things to go still."""
 
     passthrough_events: int
     engine_events: int
@@ -52,14 +52,24 @@ class Sizes:
     quiet_seconds: float
     profile_seconds: float
     recovery_for: tuple[str, ...] | None  # None: every engine scenario
+    settle_seconds: float = 1.5  # outputs unchanged this long: the worker has sent them all
+    # Deadline counters unchanged this long: deadlines caught up (more than the timer's 1 s).
+    still_seconds: float = 3.0
+    idle_seconds: float = 2.0  # the keys scenario's idle worker, before its baseline reading
+    quiet_ticks: int = 2_000  # events on other keys that move event time 20 minutes on
+    release_after: int | None = None  # CHOREO_RELEASE_AFTER of the workers (None: default)
 
     @classmethod
     def for_mode(cls, short: bool) -> Sizes:
         if short:
-            # No recovery restarts and no profile: those are for the full mode.
-            return cls(passthrough_events=6_000, engine_events=2_500, keys=4_000,
-                       latency_seconds=2.0, quiet_seconds=2.0, profile_seconds=5.0,
-                       recovery_for=())
+            # No recovery restarts and no profile: those are for the full mode. Counts and
+            # waits cut so that the whole run, broker start included, stays under 2 minutes.
+            # The engine gives memory back after 20,000 freed entries; 2,500 quiet keys free
+            # about 7,500, so the short mode lowers that to see the release happen.
+            return cls(passthrough_events=3_000, engine_events=1_000, keys=2_500,
+                       latency_seconds=1.0, quiet_seconds=1.0, profile_seconds=5.0,
+                       recovery_for=(), settle_seconds=0.5, still_seconds=1.5,
+                       idle_seconds=1.5, quiet_ticks=400, release_after=2_000)
         return cls(passthrough_events=100_000, engine_events=30_000, keys=1_000_000,
                    latency_seconds=15.0, quiet_seconds=30.0, profile_seconds=20.0,
                    recovery_for=None)
@@ -173,20 +183,25 @@ class Bench:
             "pattern_kinds": dict(sc.choreography.kinds) if sc.choreography else None,
         }
         try:
-            if sc.quiet_phase:
-                proc.start()
-                await asyncio.sleep(2.0)
-                result["rss_idle_mb"] = _mb(proc.sample())
-                say(f"   idle worker RSS {result['rss_idle_mb']:.1f} MB (baseline)")
-                proc.stop()
-            took = await kafka.produce(self.bootstrap, in_topic, sc.maker, 0, sc.events,
-                                       on_progress=self.progress("pre-produced", sc.events))
-            say(f"   pre-produced {sc.events:,} events in {took:.1f}s")
             async with kafka.Offsets(self.bootstrap) as offsets:
                 starts = await offsets.ends(out_topics)
-                result["start_s"] = round(proc.start(), 2)
-                result["rss_ready_mb"] = _mb(proc.sample())
-                say(f"   worker ready in {result['start_s']}s; draining")
+                if sc.quiet_phase:
+                    # Started before its events: its idle RSS is the baseline memory returns
+                    # to, then the events are produced while it runs.
+                    result["start_s"] = round(proc.start(), 2)
+                    await asyncio.sleep(self.sizes.idle_seconds)
+                    result["rss_idle_mb"] = _mb(proc.sample())
+                    say(f"   worker ready in {result['start_s']}s; idle RSS "
+                        f"{result['rss_idle_mb']:.1f} MB (baseline)")
+                took = await kafka.produce(self.bootstrap, in_topic, sc.maker, 0, sc.events,
+                                           on_progress=self.progress("produced", sc.events))
+                if sc.quiet_phase:
+                    say(f"   produced {sc.events:,} events in {took:.1f}s; draining")
+                else:
+                    say(f"   pre-produced {sc.events:,} events in {took:.1f}s")
+                    result["start_s"] = round(proc.start(), 2)
+                    result["rss_ready_mb"] = _mb(proc.sample())
+                    say(f"   worker ready in {result['start_s']}s; draining")
                 await self.drain(offsets, proc, app_id, in_topic, out_topics, sc.events)
                 ends = await offsets.ends(out_topics)
                 first, last = await kafka.edge_timestamps(self.bootstrap, starts, ends)
@@ -238,6 +253,8 @@ class Bench:
                "CHOREO_CONFIG": str(config_path), "CHOREO_DATA_DIR": str(data_dir),
                "CHOREO_WEB_PORT": str(port), "CHOREO_WORKERS": "none",
                "CHOREO_PARTITIONS": str(PARTITIONS), "PYTHONPATH": str(REPO)}
+        if self.sizes.release_after is not None:
+            env["CHOREO_RELEASE_AFTER"] = str(self.sizes.release_after)
         argv = [a.format(module="topology") for a in faust_argv]
         return Proc(sc.name, argv, env, REPO, logs, port)
 
@@ -288,11 +305,12 @@ class Bench:
                 say(f"   handled {done:,}/{target:,}, RSS {_mb(proc.rss_kb() or 0):.0f} MB")
             await asyncio.sleep(0.3)
 
-    async def settle(self, offsets: kafka.Offsets, out_topics: list[str], deadline: float,
-                     quiet: float = 1.5) -> None:
-        """Wait until the output topics have not grown for `quiet` seconds."""
+    async def settle(self, offsets: kafka.Offsets, out_topics: list[str],
+                     deadline: float) -> None:
+        """Wait until the output topics have not grown for the mode's settle seconds."""
         if not out_topics:
             return
+        quiet = self.sizes.settle_seconds
         last, since = await offsets.total(out_topics), time.monotonic()
         while time.monotonic() - since < quiet and time.monotonic() < deadline:
             await asyncio.sleep(0.25)
@@ -322,26 +340,36 @@ class Bench:
             f"caught up in {took:.1f}s")
         return {"catch_up_s": round(took, 1), "deadlines_run": last}
 
-    async def deadlines_settled(self, proc: Proc, deadline: float) -> float | None:
+    async def deadlines_settled(self, proc: Proc, deadline: float,
+                                beyond: float | None = None) -> float | None:
         """Wait until the engine's deadline counter and its count of expired
-        de-duplication entries (swept by the same timer) have not moved for 3 s; return the
-        deadline counter.
+        de-duplication entries (swept by the same timer) have not moved for the mode's still
+        seconds (3 s in full mode), with no partition's sweep left unfinished, and past
+        `beyond` if given (deadlines are known to fall due: stillness before the timer's
+        next tick runs them does not count); return the deadline counter.
 
-        A worker too busy to answer /metrics within 5 s is not settled (in the first full
-        run with a million keys two unanswered reads in a row looked like a still counter).
+        The sweep backlog gauge is needed besides the counters: after a restart a sweep first
+        builds its index by a scan, which expires nothing for a while (a million keys: the
+        after-quiet memory was read while the sweep had only begun). A worker too busy to
+        answer /metrics within 5 s is not settled (in the first full run with a million keys
+        two unanswered reads in a row looked like a still counter).
         """
         last, swept, since, shown = None, None, time.monotonic(), time.monotonic()
-        while time.monotonic() - since < 3.0 and time.monotonic() < deadline:
-            ran = await asyncio.to_thread(proc.metric_total, "choreo_deadlines_run_total")
-            gone = await asyncio.to_thread(proc.metric_total, "choreo_expired_entries_total")
-            if ran is None or gone is None or (ran, gone) != (last, swept):
+        while time.monotonic() - since < self.sizes.still_seconds and time.monotonic() < deadline:
+            read = await asyncio.to_thread(proc.metric_totals, [
+                "choreo_deadlines_run_total", "choreo_expired_entries_total",
+                "choreo_sweep_backlog_partitions"])
+            ran, gone, backlog = read.values()
+            if (ran is None or gone is None or (ran, gone) != (last, swept) or backlog
+                    or (beyond is not None and ran <= beyond)):
                 since = time.monotonic()
                 last = last if ran is None else ran
                 swept = swept if gone is None else gone
             if time.monotonic() - shown >= 10.0:
                 shown = time.monotonic()
                 say(f"   deadlines run {int(last or 0):,}, de-dup entries expired "
-                    f"{int(swept or 0):,}, RSS {_mb(proc.rss_kb() or 0):.0f} MB")
+                    f"{int(swept or 0):,}, partitions left to sweep {int(backlog or 0)}, "
+                    f"RSS {_mb(proc.rss_kb() or 0):.0f} MB")
             proc.sample()
             await asyncio.sleep(0.5)
         return last
@@ -352,7 +380,7 @@ class Bench:
         """Send at half the measured rate and time each event to its first action."""
         assert sc.maker is not None
         pace = throughput / 2
-        say(f"   latency: {pace:,.0f} events/s for {self.sizes.latency_seconds:.0f}s")
+        say(f"   latency: {pace:,.0f} events/s for {self.sizes.latency_seconds:g}s")
         starts = await offsets.ends(out_topics)
         in_starts = await offsets.ends([in_topic])
         sent = await kafka.produce_paced(self.bootstrap, in_topic, sc.maker, sc.events, pace,
@@ -401,16 +429,18 @@ class Bench:
         assert sc.choreography is not None
         rss_loaded = _mb(proc.sample())
         handled = await self.processed(offsets, proc, group, in_topic, [])
+        ran_before = await asyncio.to_thread(proc.metric_total, "choreo_deadlines_run_total")
         ticks = sc.ticks
         assert ticks is not None
         begin = time.time()
-        count = 2_000
+        count = self.sizes.quiet_ticks
         clock = iter(begin + 1200.0 * i / count for i in range(count))
         sent = await kafka.produce(self.bootstrap, in_topic,
                                    lambda i, _now: ticks(i, next(clock)), 2 * 10 ** 9, count)
         del sent
         await self.drain(offsets, proc, group, in_topic, [], handled + count, timeout=600.0)
-        await self.deadlines_settled(proc, time.monotonic() + 1800.0)
+        # Every key's sequence and correlation summary fall due: wait for them to run.
+        await self.deadlines_settled(proc, time.monotonic() + 1800.0, beyond=ran_before)
         say(f"   keys quiet, event time +20 min; watching RSS for "
             f"{self.sizes.quiet_seconds:.0f}s (loaded {rss_loaded:.0f} MB)")
         readings = []
