@@ -117,19 +117,26 @@ class Proc:
         """Sum of a Prometheus metric's samples on /metrics (None without such a view)."""
         return self.metric_totals([name])[name]
 
-    def metric_totals(self, names: list[str]) -> dict[str, float | None]:
+    def metric_totals(self, names: list[str],
+                      only: dict[str, dict[str, tuple[str, ...]]] | None = None,
+                      ) -> dict[str, float | None]:
         """Sums of several metrics' samples from one read of /metrics (None each without
-        such a view)."""
+        such a view). `only` maps a metric to labels and the values one of which a sample
+        must have to count."""
         url = f"http://127.0.0.1:{self.web_port}/metrics"
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 text = response.read().decode()
         except (urllib.error.URLError, OSError):
             return dict.fromkeys(names)
+        wanted = {name: [[f'{label}="{value}"' for value in values]
+                         for label, values in labels.items()]
+                  for name, labels in (only or {}).items()}
         totals: dict[str, float | None] = dict.fromkeys(names, 0.0)
         for line in text.splitlines():
             name = line.split("{", 1)[0].split(" ", 1)[0]
-            if name in totals:
+            if name in totals and all(any(w in line for w in one)
+                                      for one in wanted.get(name, [])):
                 totals[name] = (totals[name] or 0.0) + float(line.rsplit(" ", 1)[1])
         return totals
 

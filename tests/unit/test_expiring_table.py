@@ -87,3 +87,27 @@ def test_a_sweep_that_read_only_rewritten_keys_still_leaves_a_backlog() -> None:
     assert table.sweep_backlog(0, 2 * SWEEP_LIMIT) == 10
     assert not table.has_backlog(0)
     assert table.get("old3") is None and table.get("again3") == 1
+
+
+def test_the_backlog_gauge_adds_up_the_tables_that_share_a_name() -> None:
+    """Inboxes and replays each hold an in-memory table, all named "memory": one table's
+    count must not hide another's backlog."""
+
+    def with_backlog() -> ExpiringTable:
+        table = ExpiringTable({}, horizon=60.0, every=6.0)  # type: ignore[arg-type]
+        table.advance(0, 0.0)
+        table.sweep(0, -1.0)  # the index is built; puts go into it
+        for i in range(SWEEP_LIMIT + 1):
+            table.put(f"k{i}", ts=1.0, partition=0)
+        table.advance(0, 200.0)  # SWEEP_LIMIT swept, one left for the timer
+        assert table.has_backlog(0)
+        return table
+
+    first = with_backlog()
+    assert backlog_shown() == 1
+    second = with_backlog()
+    assert backlog_shown() == 2
+    first.sweep_backlog(0, SWEEP_LIMIT)  # first is done: second still has its backlog
+    assert backlog_shown() == 1
+    second.forget_index()  # a rebalance: rebuilt at its next sweep
+    assert backlog_shown() == 0
