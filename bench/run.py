@@ -205,6 +205,8 @@ class Bench:
                     result["rss_ready_mb"] = _mb(proc.sample())
                     say(f"   worker ready in {result['start_s']}s; draining")
                 await self.drain(offsets, proc, app_id, in_topic, out_topics, sc.events)
+                if sc.quiet_phase:  # every key loaded (the catch-up may already expire them)
+                    result["rss_loaded_mb"] = _mb(proc.sample())
                 ends = await offsets.ends(out_topics)
                 first, last = await kafka.edge_timestamps(self.bootstrap, starts, ends)
                 throughput = stats.rate(sc.events, first, last)
@@ -439,7 +441,7 @@ class Bench:
                     in_topic: str) -> dict[str, Any]:
         """Let the keys go quiet: other keys move event time 20 minutes on; watch RSS."""
         assert sc.choreography is not None
-        rss_loaded = _mb(proc.sample())
+        rss_before = _mb(proc.sample())
         handled = await self.processed(offsets, proc, group, in_topic, [])
         ran_before = await asyncio.to_thread(proc.metric_total, "choreo_deadlines_run_total")
         ticks = sc.ticks
@@ -458,7 +460,7 @@ class Bench:
             say(f"   deadlines and sweeps NOT settled after {time.monotonic() - began:.0f}s; "
                 "measuring anyway")
         say(f"   keys quiet, event time +20 min; watching RSS for "
-            f"{self.sizes.quiet_seconds:.0f}s (loaded {rss_loaded:.0f} MB)")
+            f"{self.sizes.quiet_seconds:.0f}s (before the quiet phase {rss_before:.0f} MB)")
         readings = []
         until = time.monotonic() + self.sizes.quiet_seconds
         while time.monotonic() < until:
@@ -468,7 +470,7 @@ class Bench:
         held = await asyncio.to_thread(proc.metric_total, "choreo_rocksdb_memory_bytes")
         found = {"quiet_settled": settled,
                  "rocksdb_after_quiet_mb": None if held is None else held / 2**20,
-                 "rss_loaded_mb": rss_loaded, "rss_after_quiet_mb": after,
+                 "rss_before_quiet_mb": rss_before, "rss_after_quiet_mb": after,
                  "rss_after_quiet_min_mb": min(readings) if readings else None}
         # Under PYTHONTRACEMALLOC (set it for `make bench` to get them): where the Python
         # memory still held after quiet was allocated, biggest first.
