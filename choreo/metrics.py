@@ -59,7 +59,8 @@ EXPIRED_ENTRIES = Counter("choreo_expired_entries_total",
 SWEEP_BACKLOG = Gauge("choreo_sweep_backlog_partitions",
                       "Partitions of an expiring table whose sweep stopped at its limit (or "
                       "whose sweep index is still being built) with expired entries left; "
-                      "the timer works them off.", ["table"], registry=REGISTRY)
+                      "the engine's timer works off seen-events and seen-rekeyed, other "
+                      "tables go on at their next sweep.", ["table"], registry=REGISTRY)
 STATE_ENTRIES = Gauge("choreo_pattern_state_entries",
                       "Keys in flight in the pattern-state table on this worker (incl. "
                       "correlation summaries).", registry=REGISTRY)

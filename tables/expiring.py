@@ -150,7 +150,7 @@ class ExpiringTable:
                 removed += 1
         FREED.add(removed)
         if removed:
-            EXPIRED_ENTRIES.labels(self.name).inc(removed)
+            child(EXPIRED_ENTRIES, self.name).inc(removed)
         # Index entries of keys written again since count towards the limit but delete
         # nothing: a full read means there may be more.
         return removed, limit is None or len(due) < limit
