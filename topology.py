@@ -1,6 +1,6 @@
 """The Faust app: `faust -A topology worker -l info`.
 
-Settings come from CHOREO_* environment variables (see choreo/settings.py and the README).
+Settings come from CHOREO_* environment variables (see choreo/settings.py and docs/operations.md).
 A choreography file that does not load stops the worker here, before it joins the group,
 with every problem listed by pattern id, field and reason.
 """

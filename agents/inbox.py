@@ -4,7 +4,7 @@ An inbox topic (`<capability topic>.<agent id>`) has exactly one reader, its age
 it through the pool's Faust consumer group tied it to every rebalance of that group: each
 pool member joining or leaving stopped the inbox, recovered the pool's tables and standbys,
 and seeked it again, and once an agent stopped reading its inbox after such a rebalance
-with 94 actions left in it (README, Agent registry and routing). A group brings nothing an
+with 94 actions left in it (docs/registry.md, Routing). A group brings nothing an
 inbox needs: no other member may read it. So each inbox is read by a plain consumer
 assigned every partition of it by hand, which commits its offsets to the agent's own group
 `<app id>.inbox.<agent id>` (announced as the descriptor's `group`, where the engine's drain
