@@ -231,3 +231,29 @@ async def test_a_trailing_comma_envelope_is_masked_and_a_short_cvv_scrubbed(runt
     assert all(CARD.encode() not in v and b"737" not in v for _n, v in headers)
     assert "dead-lettered" in caplog.text
     assert CARD not in caplog.text and "737" not in caplog.text
+
+
+@pytest.mark.parametrize(("signed_for", "vouched"), [
+    ("capability.inventory_management.a1", True),  # the down agent's inbox: signed again
+    ("capability.inventory_management.a9", False),  # signed for another inbox: not
+    (None, False),  # unsigned: not
+])
+async def test_an_action_drained_from_a_down_agent_is_signed_for_its_new_topic(
+        runtime, sent, signed_for, vouched):
+    from types import SimpleNamespace
+
+    from streams.agents import LivenessOwner
+
+    inbox = "capability.inventory_management.a1"
+    _ev, raw, headers = action_record(runtime, ENGINE if signed_for else None,
+                                      topic=signed_for or inbox, key=b"ord-w1")
+    target = runtime.capability_topic("inventory_management")
+    router = SimpleNamespace(target=lambda action, exclude: (target, None))
+    owner = LivenessOwner(runtime, SimpleNamespace(), router)
+    down = SimpleNamespace(descriptor=SimpleNamespace(agent_id="a1"))
+    record = SimpleNamespace(topic=inbox, partition=0, offset=3, key=b"ord-w1", value=raw,
+                             headers=headers)
+    await owner.reroute(down, "inventory_management", record)
+    [(key, value, moved)] = sent.records["capability.inventory_management"]
+    assert (key, value) == (b"ord-w1", raw)
+    assert valid(ENGINE, "capability.inventory_management", key, value, moved) is vouched
