@@ -30,6 +30,7 @@ PATH = re.compile(r"^(payload|metadata)(\.([A-Za-z0-9_\-]+|\*))+$")
 MIN_SCRUB = 4
 MASKED_JSON = b'"' + MASK.encode() + b'"'
 CLOSING = {ord("{"): ord("}"), ord("["): ord("]")}
+DELIMITER = re.compile(rb"[,}\]\r\n]")  # where a bare (unquoted) value ends
 
 
 @dataclass(frozen=True)
@@ -257,7 +258,7 @@ def _value_end(raw: bytes, start: int) -> int:
                     return i + 1
             i += 1
         return n
-    match = re.compile(rb"[,}\]\r\n]").search(raw, start)
+    match = DELIMITER.search(raw, start)
     end = match.start() if match else n
     while end > start and raw[end - 1] in b" \t":
         end -= 1
