@@ -68,10 +68,9 @@ class TaskProgress:
         if not self.enabled:
             return
         event = self.event(state, message, data)
-        key = self.action.correlation_id
-        await self.runtime.events_topic.send(key=key.encode() if key else None,
-                                             value=event.to_bytes(),
-                                             headers=self.runtime.sign(event))
+        key = self.action.correlation_id.encode() if self.action.correlation_id else None
+        value, topic = event.to_bytes(), self.runtime.events_topic
+        await topic.send(key=key, value=value, headers=self.runtime.sign(topic, key, value))
 
     def enter(self) -> Token:
         return _current.set(self)

@@ -186,9 +186,9 @@ class CapabilityWorker:
             event = new_event(BREAKER_CHANGED, change.payload(),
                               source=f"agent.{self.capability}",
                               causation_id=cause.event_id if cause else None)
-            await self.runtime.events_topic.send(key=self.capability.encode(),
-                                                 value=event.to_bytes(),
-                                                 headers=self.runtime.sign(event))
+            topic, key, value = (self.runtime.events_topic, self.capability.encode(),
+                                 event.to_bytes())
+            await topic.send(key=key, value=value, headers=self.runtime.sign(topic, key, value))
 
     async def attempt_until_done(self, action: Event) -> tuple[Attempt, int]:
         """Attempt the action, waiting for the breaker and backing off; (outcome, attempts)."""
@@ -297,17 +297,27 @@ async def handle_record(worker: CapabilityWorker, record: Any,
     assert handled is not None
     message = record.message
     origin = Origin(message.topic, message.partition, message.offset)
+    guard = runtime.guard
+    # The signature first, over the raw record (topic and key included): a forgery, or an
+    # action copied to another topic or key, is refused as such whatever else is wrong.
+    refusal = guard.authenticate(message.topic, message.key, record.value, message.headers,
+                                 message.timestamp)
+    if refusal is not None:
+        await runtime.dead_letter(record.value, message.key, refusal.reason, refusal.detail,
+                                  origin, stage=f"worker.{capability}",
+                                  topic=worker.dead_letter_topic, signed=message.headers)
+        return
     try:
         action = parse_event(record.value)
         if action.event_type == ACTION_CANCEL and isinstance(action.payload.get("action_id"),
                                                              str):
             # Checked like an action: a forged cancel must not mark a real action handled.
-            refusal = runtime.guard.check_action(action, message.headers, message.timestamp,
-                                                 event_types=(ACTION_CANCEL,))
+            refusal = guard.permit_action(action, message.headers, event_types=(ACTION_CANCEL,))
             if refusal is not None:
                 await runtime.dead_letter(record.value, message.key, refusal.reason,
                                           refusal.detail, origin, stage=f"worker.{capability}",
-                                          topic=worker.dead_letter_topic)
+                                          topic=worker.dead_letter_topic,
+                                          signed=message.headers)
                 return
             note_cancel(worker, action, message.partition, message.offset, handled)
             return
@@ -317,14 +327,14 @@ async def handle_record(worker: CapabilityWorker, record: Any,
             raise InvalidEvent("not_an_action", f"{action.event_type} is not an action request")
     except InvalidEvent as exc:
         await runtime.dead_letter(record.value, message.key, exc.reason, exc.detail, origin,
-                                  stage=f"worker.{capability}")
+                                  stage=f"worker.{capability}", signed=message.headers)
         return
     # Before the de-duplication table: a forged action must not mark a real one handled.
-    refusal = runtime.guard.check_action(action, message.headers, message.timestamp)
+    refusal = guard.permit_action(action, message.headers)
     if refusal is not None:
         await runtime.dead_letter(record.value, message.key, refusal.reason, refusal.detail,
                                   origin, stage=f"worker.{capability}",
-                                  topic=worker.dead_letter_topic)
+                                  topic=worker.dead_letter_topic, signed=message.headers)
         return
     handled.advance(message.partition, action.ts)
     redriven_from = _header(message.headers, REDRIVE_HEADER)
@@ -341,8 +351,9 @@ async def handle_record(worker: CapabilityWorker, record: Any,
     generation = f"redrive/{redriven_from}/" if redriven_from else ""
     key = action.correlation_id.encode() if action.correlation_id else None
     started_ev = started_event(action, capability, generation)
-    await runtime.events_topic.send(key=key, value=started_ev.to_bytes(),
-                                    headers=runtime.sign(started_ev))
+    value = started_ev.to_bytes()
+    await runtime.events_topic.send(key=key, value=value,
+                                    headers=runtime.sign(runtime.events_topic, key, value))
     progress = task_progress(runtime, action, capability, generation)
     await progress.publish("working")
     started = time.perf_counter()
@@ -359,14 +370,16 @@ async def handle_record(worker: CapabilityWorker, record: Any,
         extra.update(reason=outcome.reason, dead_letter_topic=dlq)
         await runtime.dead_letter(record.value, message.key, outcome.reason, outcome.error,
                                   origin, f"worker.{capability}", topic=worker.dead_letter_topic,
-                                  extra=[(HEADER_PREFIX + "attempts", str(attempts).encode())])
+                                  extra=[(HEADER_PREFIX + "attempts", str(attempts).encode())],
+                                  signed=message.headers)
         log.warning("action %s (%s) dead-lettered to %s after %d attempt(s)",
                     action.event_id, action.payload["action"], dlq, attempts)
     WORKER_ACTIONS.labels(capability, "failed" if outcome.error else "completed").inc()
     for event in outcome_events(action, capability, outcome.results, outcome.error, duration,
                                 generation=generation, extra=extra):
-        await runtime.events_topic.send(key=key, value=event.to_bytes(),
-                                        headers=runtime.sign(event))
+        value = event.to_bytes()
+        await runtime.events_topic.send(key=key, value=value,
+                                        headers=runtime.sign(runtime.events_topic, key, value))
     await progress.publish("failed" if outcome.error else "completed", outcome.error or "")
     handled.put(action.event_id, action.ts, message.partition,
                 [message.offset, "dead_lettered" if outcome.error else "completed",

@@ -10,19 +10,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-import orjson
 
 from choreo import faust_fastpath, rocksdb_memory
 from choreo.config import Choreography, load_choreography
 from choreo.dead_letter import HEADER_PREFIX, Origin, dead_letter_headers
 from choreo.envelope import Event
 from choreo.faust_fastpath import quiet_library_loggers
-from choreo.masking import scrub
 from choreo.matching import EventMatcher, PatternStats
 from choreo.memory import FREED, freeze_startup_objects
 from choreo.metrics import ALERTS, DEAD_LETTERED
 from choreo.security import Guard, build_guard
 from choreo.settings import Settings
+from choreo.signing import signature_headers
 from choreo.topics import ensure_topics, wait_for_coordinator
 from tables.timers import open_indexes
 
@@ -65,13 +64,17 @@ class Runtime:
         ALERTS.labels(alert.payload["alert"]).inc()
         log.warning("alert %s: %s", alert.event_type, alert.payload)
         key = alert.correlation_id or alert.payload.get("event_type")
-        return await self.alerts_topic.send(key=key.encode() if key else None,
-                                            value=alert.to_bytes(),
-                                            headers=self.guard.sign(alert))
+        key_bytes, value = (key.encode() if key else None), alert.to_bytes()
+        return await self.alerts_topic.send(key=key_bytes, value=value,
+                                            headers=self.sign(self.alerts_topic, key_bytes,
+                                                              value))
 
-    def sign(self, event: Event) -> list[tuple[str, bytes]] | None:
-        """Signature headers for an event this process publishes (None without a key)."""
-        return self.guard.sign(event)
+    def sign(self, topic: faust.TopicT | str, key: bytes | None, value: bytes | None
+             ) -> list[tuple[str, bytes]] | None:
+        """Signature headers for a record this process publishes to `topic` with this key
+        and value (None without a key): the signature covers all three."""
+        name = topic if isinstance(topic, str) else topic.get_topic_name()
+        return self.guard.sign(name, key, value)
 
     async def produce(self, topic: faust.TopicT, key: bytes | None, value: bytes,
                       headers: list[tuple[str, bytes]] | None = None) -> Any:
@@ -116,36 +119,31 @@ class Runtime:
     async def dead_letter(self, value: bytes | None, key: bytes | None, reason: str,
                           detail: str, origin: Origin, stage: str,
                           topic: faust.TopicT | None = None,
-                          extra: list[tuple[str, bytes]] | None = None) -> None:
+                          extra: list[tuple[str, bytes]] | None = None,
+                          signed: Any = None) -> None:
         """Send a refused record to the dead-letter topic (or `topic`) with the reason.
 
         Key and value are kept as they arrived, except the `[security] mask` fields, which
-        are masked in the value (the paths masked are listed in `choreo.dlq.masked`) and
-        scrubbed from the detail.
+        are masked in the value (the paths masked are listed in `choreo.dlq.masked`, the
+        SHA-256 of the original value in `choreo.dlq.sha256`) and scrubbed from the detail.
+        The signature headers of `signed` (the record's own headers) are kept, so that
+        `choreo redrive` can verify the record before it vouches for it.
         """
         DEAD_LETTERED.labels(reason).inc()
-        value, masked, detail = self.masked_record(value, detail)
+        value, headers, detail = self.masked_record(value, detail)
         log.warning("dead-lettered %s:%s@%s: %s (%s)", origin.topic, origin.partition,
                     origin.offset, reason, detail[:200])
-        headers = dead_letter_headers(reason, detail, origin, stage)
-        if masked:
-            headers.append((HEADER_PREFIX + "masked", ",".join(masked).encode()))
+        headers = dead_letter_headers(reason, detail, origin, stage) + headers
+        headers += list(signature_headers(signed).items())
         await (topic or self.dead_letter_topic).send(key=key, value=value,
                                                      headers=headers + (extra or []))
 
     def masked_record(self, value: bytes | None, detail: str
-                      ) -> tuple[bytes | None, list[str], str]:
-        """The value with the sensitive fields masked, the paths masked, the scrubbed detail."""
-        masker = self.guard.masker
-        if not masker or not value:
-            return value, [], detail
-        try:
-            data = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return value, [], detail
-        detail = scrub(detail, masker.secrets(data))
-        masked = masker.mask(data)
-        return (orjson.dumps(data) if masked else value), masked, detail
+                      ) -> tuple[bytes | None, list[tuple[str, bytes]], str]:
+        """The value with the sensitive fields masked (JSON or not: `Masker.mask_record`),
+        the headers saying so, and the detail with the values masked scrubbed out."""
+        masked = self.guard.masker.mask_record(value)
+        return masked.value, masked.headers(HEADER_PREFIX), masked.scrub(detail)
 
 
 def raw_topic(app: faust.App, name: str) -> faust.TopicT:

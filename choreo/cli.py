@@ -14,9 +14,7 @@ import orjson
 
 from choreo.config import Choreography, ConfigError, load_choreography
 from choreo.dead_letter import read_dead_letter_headers
-from choreo.envelope import InvalidEvent, event_from_mapping, parse_event
 from choreo.kafka_io import Headers, collect, complete_envelope, key_for, send_all
-from choreo.masking import scrub
 from choreo.security import Guard, SecuritySettings, build_guard
 from choreo.settings import Settings
 
@@ -30,18 +28,9 @@ def _guard(settings: Settings, choreography: Choreography | None) -> Guard:
         raise SystemExit(f"choreo: {exc}") from None
 
 
-def _signer(guard: Guard):  # noqa: ANN202
-    """Signature headers for a value, or None for one that is not a valid envelope."""
-    def sign(value: bytes | None) -> Headers:
-        try:
-            return guard.sign(parse_event(value))
-        except InvalidEvent:
-            return None
-    return sign if guard.signs else None
-
-
 def _lines(stream: IO[bytes], raw: bool, source: str, errors: list[str],
-           guard: Guard | None = None) -> Iterator[tuple[bytes | None, bytes, Headers]]:
+           guard: Guard | None = None, topic: str = ""
+           ) -> Iterator[tuple[bytes | None, bytes, Headers]]:
     for number, line in enumerate(stream, 1):
         line = line.rstrip(b"\r\n")
         if not line.strip():
@@ -54,15 +43,11 @@ def _lines(stream: IO[bytes], raw: bool, source: str, errors: list[str],
         except orjson.JSONDecodeError as exc:
             errors.append(f"line {number}: not JSON ({exc}); use --raw to send it as it is")
             continue
-        headers = None
         if isinstance(data, dict):
             data = complete_envelope(data, source)
-            if guard is not None and guard.signs:
-                try:
-                    headers = guard.sign(event_from_mapping(data))
-                except InvalidEvent:
-                    pass  # sent unsigned: the engine dead-letters it for what is wrong
-        yield key_for(data), orjson.dumps(data), headers
+        key, value = key_for(data), orjson.dumps(data)
+        # Signed even if invalid: the engine then dead-letters it for what is wrong with it.
+        yield key, value, (guard.sign(topic, key, value) if guard is not None else None)
 
 
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
@@ -85,7 +70,8 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     with stream, tqdm(total=total, unit="ev", desc=f"-> {topic}", file=sys.stderr,
                       disable=args.quiet) as bar:
         sent = asyncio.run(send_all(settings.bootstrap_servers, topic,
-                                    _lines(stream, args.raw, args.source, errors, guard),
+                                    _lines(stream, args.raw, args.source, errors, guard,
+                                           topic),
                                     on_sent=bar.update, client=settings.kafka_options()))
     for error in errors:
         print(error, file=sys.stderr)
@@ -186,12 +172,8 @@ def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
         info = read_dead_letter_headers(record.headers)
         value, detail = record.value or b"", info.get("detail") or ""
         if masker:  # records dead-lettered before the mask was configured
-            try:
-                data = orjson.loads(value)
-            except orjson.JSONDecodeError:
-                data = None
-            detail = scrub(detail, masker.secrets(data))
-            value = masker.mask_bytes(value)[0] or b""
+            masked = masker.mask_record(value)
+            detail, value = masked.scrub(detail), masked.value or b""
         print(f"{info.get('topic')}:{info.get('partition')}@{info.get('offset')} "
               f"{info.get('reason')}: {detail}  value={value[:80]!r}")
     return 0
@@ -224,9 +206,20 @@ def cmd_redrive(args: argparse.Namespace, settings: Settings) -> int:
                   f"{info.get('reason')}: {(info.get('detail') or '')[:80]} {where}")
 
     guard = _guard(settings, choreography)
+    if guard.require and not guard.signs and not args.dry_run:
+        print("signatures are required: name the key to sign re-driven records with "
+              "(sign_with in the key file, or CHOREO_SIGNING_KEY_ID)", file=sys.stderr)
+        return 2
+
+    def vouch(record, target: str) -> str | None:  # noqa: ANN001
+        refusal = guard.vouch(target, record.key, record.value, record.headers,
+                              actions=target != topics.events_topic)
+        return None if refusal is None else f"{refusal.reason}: {refusal.detail}"
+
     report = asyncio.run(redrive(settings.bootstrap_servers, source, allowed, group=group,
                                  dry_run=args.dry_run, limit=args.limit, on_record=show,
-                                 client=settings.kafka_options(), sign=_signer(guard)))
+                                 client=settings.kafka_options(),
+                                 sign=guard.sign if guard.signs else None, vouch=vouch))
     verb = "would re-drive" if args.dry_run else "re-drove"
     targets = ", ".join(f"{n} to {t}" for t, n in sorted(report.sent.items())) or "nothing"
     print(f"{verb} {report.total} record(s) from {source} ({targets}); "

@@ -7,6 +7,12 @@ re-driven is kept as the committed offsets of a consumer group (by default
 record sent, so a second run sends only what arrived since. A run interrupted between
 sending and committing sends those records again; their unchanged ids make the engine
 and the workers drop the copies.
+
+With `[security] require_signatures`, a record goes back only if it is vouched for
+(`Guard.vouch`): the signature headers kept with it must verify for the topic it goes back
+to, its key and its value, so a record refused by the security checks, one written to a
+dead-letter topic by hand, or one whose headers were forged is refused, with the reason.
+It goes back signed afresh (the original signature is stale by then).
 """
 
 from __future__ import annotations
@@ -43,7 +49,12 @@ class RedriveReport:
         return sum(self.sent.values())
 
 
-def target_of(record: Record, allowed: Collection[str]) -> tuple[str | None, str]:
+Vouch = Callable[[Record, str], str | None]  # (record, target) -> why it may not go back
+Sign = Callable[[str, bytes | None, bytes | None], Headers]  # (topic, key, value) -> headers
+
+
+def target_of(record: Record, allowed: Collection[str],
+              vouch: Vouch | None = None) -> tuple[str | None, str]:
     """The topic a dead-lettered record came from, or None and why it cannot go back."""
     info = read_dead_letter_headers(record.headers)
     origin = info.get("topic")
@@ -58,6 +69,9 @@ def target_of(record: Record, allowed: Collection[str]) -> tuple[str | None, str
         return None, "no choreo.dlq.topic header"
     if origin not in allowed:
         return None, f"came from {origin!r}, not a topic of this choreography"
+    why = vouch(record, origin) if vouch is not None else None
+    if why:
+        return None, f"its signature does not vouch for it ({why}); not re-driven"
     return origin, ""
 
 
@@ -65,11 +79,12 @@ async def redrive(bootstrap: str, dead_letter_topic: str, allowed: Collection[st
                   group: str | None = None, dry_run: bool = False, limit: int | None = None,
                   on_record: Callable[[Record, str | None, str], None] | None = None,
                   timeout: float = 60.0, client: Mapping[str, Any] | None = None,
-                  sign: Callable[[bytes | None], Headers] | None = None) -> RedriveReport:
+                  sign: Sign | None = None, vouch: Vouch | None = None) -> RedriveReport:
     """Send the records past the group's committed offsets back; commit unless dry_run.
 
-    `sign` gives fresh signature headers for a value (the original signature would be
-    stale by now); `client` adds aiokafka options (TLS, SASL).
+    `vouch` says why a record may not go back (None: it may); `sign` gives fresh signature
+    headers for its topic, key and value (the original signature would be stale by now);
+    `client` adds aiokafka options (TLS, SASL).
     """
     report = RedriveReport()
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group or default_group(
@@ -111,7 +126,7 @@ async def redrive(bootstrap: str, dead_letter_topic: str, allowed: Collection[st
                     report.seen += 1
                     record = Record(r.topic, r.partition, r.offset, r.key, r.value,
                                     tuple(r.headers or ()), r.timestamp)
-                    target, why = target_of(record, allowed)
+                    target, why = target_of(record, allowed, vouch)
                     if on_record:
                         on_record(record, target, why)
                     if target is None:
@@ -120,8 +135,8 @@ async def redrive(bootstrap: str, dead_letter_topic: str, allowed: Collection[st
                         report.sent[target] += 1
                         if prod is not None:
                             source = f"{r.topic}:{r.partition}:{r.offset}".encode()
-                            headers = [(REDRIVE_HEADER, source), *((sign and sign(r.value))
-                                                                   or ())]
+                            headers = [(REDRIVE_HEADER, source),
+                                       *((sign and sign(target, r.key, r.value)) or ())]
                             pending.append(await prod.send(target, key=r.key, value=r.value,
                                                            headers=headers))
                     done[tp] = r.offset + 1

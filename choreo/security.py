@@ -29,7 +29,7 @@ from typing import Any
 
 from choreo.actions import ACTION_REQUESTED, ENGINE_SOURCE
 from choreo.durations import positive_duration
-from choreo.envelope import Event
+from choreo.envelope import Event, InvalidEvent, parse_event
 from choreo.masking import PATH, Masker
 from choreo.signing import (
     UNAUTHORIZED,
@@ -37,9 +37,11 @@ from choreo.signing import (
     KeyringError,
     Refusal,
     load_keyring,
+    may_sign,
     sign,
     verify,
 )
+from choreo.workflows.machine import ACTION_CANCEL
 
 Fail = Callable[[str, str, str], None]  # (pattern id, field, reason)
 FIELDS = ("require_signatures", "max_age", "max_clock_skew", "keys_file", "mask", "publishers")
@@ -158,15 +160,21 @@ class Guard:
             self._allowed[(source, event_type)] = found
         return found
 
-    def _verify(self, event: Event, headers: Any, received_at: float | None) -> Refusal | None:
-        return verify(self.keyring, event, headers,
+    def authenticate(self, topic: str, key: bytes | None, value: bytes | None, headers: Any,
+                     received_at: float | None) -> Refusal | None:
+        """The signature over the raw record, when signatures are required: run before the
+        value is parsed, so a forgery is refused as such whatever else is wrong with it."""
+        if not self.require:
+            return None
+        return verify(self.keyring, topic, key, value, headers,
                       received_at if received_at else self.clock(),
                       self.settings.max_age, self.settings.max_clock_skew)
 
-    def check(self, event: Event, headers: Any, received_at: float | None) -> Refusal | None:
-        """Ingest: the signature (if required), then the publishers table."""
+    def permit(self, event: Event, headers: Any) -> Refusal | None:
+        """After `authenticate` and parsing: the signing key may sign for the event's source,
+        and `[security.publishers]` lets that source publish its type."""
         if self.require:
-            refusal = self._verify(event, headers, received_at)
+            refusal = may_sign(self.keyring, headers, event.source)
             if refusal is not None:
                 return refusal
         if not self.authorized(event.source, event.event_type):
@@ -174,24 +182,54 @@ class Guard:
                                          f"{event.event_type!r} ([security.publishers])")
         return None
 
-    def check_action(self, action: Event, headers: Any, received_at: float | None,
-                     event_types: tuple[str, ...] = (ACTION_REQUESTED,)) -> Refusal | None:
-        """A worker: when signatures are required, only the engine's signed actions pass
-        (and, with `event_types`, its signed action cancels)."""
+    def check(self, event: Event, headers: Any, received_at: float | None, *, topic: str,
+              key: bytes | None, value: bytes | None) -> Refusal | None:
+        """Ingest, all at once: the signature (if required), then the publishers table."""
+        return (self.authenticate(topic, key, value, headers, received_at)
+                or self.permit(event, headers))
+
+    def permit_action(self, action: Event, headers: Any,
+                      event_types: tuple[str, ...] = (ACTION_REQUESTED,)) -> Refusal | None:
+        """A worker, after `authenticate`: when signatures are required, only the engine's
+        actions pass (and, with `event_types`, its action cancels)."""
         if not self.require:
             return None
-        refusal = self._verify(action, headers, received_at)
+        refusal = may_sign(self.keyring, headers, action.source)
         if refusal is None and (action.source != ENGINE_SOURCE
                                 or action.event_type not in event_types):
             refusal = Refusal(UNAUTHORIZED, f"actions come from {ENGINE_SOURCE!r}, this one "
                                             f"from {action.source[:100]!r}")
         return refusal
 
-    def sign(self, event: Event) -> list[tuple[str, bytes]] | None:
-        """Signature headers for an event this process publishes, if it has a signing key."""
+    def vouch(self, topic: str, key: bytes | None, value: bytes | None, headers: Any, *,
+              actions: bool) -> Refusal | None:
+        """Whether a dead-lettered record may go back to `topic` signed afresh (`choreo
+        redrive`): its original signature must verify for that topic, key and value (at any
+        age), its key may sign for its source, and it must be what the receiver accepts
+        from that source (an engine action for a capability topic, an authorized event
+        otherwise). Without required signatures nothing is verified downstream either."""
+        if not self.require:
+            return None
+        refusal = verify(self.keyring, topic, key, value, headers, None,
+                         self.settings.max_age, self.settings.max_clock_skew)
+        if refusal is not None:
+            return refusal
+        try:  # no size limit: one may have been raised since
+            event = parse_event(value, len(value or b""))
+        except InvalidEvent as exc:
+            return Refusal(exc.reason, f"not an envelope, it would be refused again: "
+                                       f"{exc.detail}")
+        if actions:
+            return self.permit_action(action=event, headers=headers,
+                                      event_types=(ACTION_REQUESTED, ACTION_CANCEL))
+        return self.permit(event, headers)
+
+    def sign(self, topic: str, key: bytes | None, value: bytes | None
+             ) -> list[tuple[str, bytes]] | None:
+        """Signature headers for a record this process publishes, if it has a signing key."""
         if not self.signs:
             return None
-        return sign(self.keyring, event, self.clock())
+        return sign(self.keyring, topic, key, value, self.clock())
 
 
 def build_guard(settings: Any, security: SecuritySettings, *, need_signing: bool = True

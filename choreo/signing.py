@@ -7,13 +7,15 @@ envelope JSON it was before:
     choreo.sig.key  the id of the key that made it
     choreo.sig.at   when it was made, integer milliseconds since the epoch
 
-The canonical form is the compact JSON array, keys of every object sorted,
+The canonical form is the compact JSON array
 
-    ["choreo-sig-v1", key id, signed at (ms), event_id, event_type, timestamp, source,
-     payload, metadata]
+    ["choreo-sig-v2", key id, signed at (ms), topic, Kafka key (base64, or null)]
 
-over the envelope as the receiver parsed it, so a signature survives re-serialisation and
-covers everything the engine acts on. This module is pure: no Kafka, no clock of its own.
+followed by a newline and the record's value bytes exactly as sent. A signature thus binds
+the record to its topic and key (an action copied to another capability's topic, or given
+another key, no longer verifies) and is checked on the raw bytes, before anything parses
+them. Version 1 signed the parsed envelope alone; it is not accepted (it would let a signed
+record be moved between topics). This module is pure: no Kafka, no clock of its own.
 """
 
 from __future__ import annotations
@@ -32,9 +34,7 @@ from typing import Any
 
 import orjson
 
-from choreo.envelope import Event
-
-VERSION = "choreo-sig-v1"
+VERSION = "choreo-sig-v2"
 SIG_HEADER = "choreo.sig"
 KEY_HEADER = "choreo.sig.key"
 AT_HEADER = "choreo.sig.at"
@@ -97,26 +97,31 @@ class Keyring:
         return f"Keyring(ids={sorted(self.keys)}, signing={self.signing!r})"
 
 
-def canonical(event: Event, key_id: str, signed_at_ms: int) -> bytes:
-    """The bytes a signature is computed over."""
-    return orjson.dumps(
-        [VERSION, key_id, signed_at_ms, event.event_id, event.event_type, event.timestamp,
-         event.source, event.payload, event.metadata],
-        option=orjson.OPT_SORT_KEYS,
-    )
+def canonical_head(topic: str, key: bytes | None, key_id: str, signed_at_ms: int) -> bytes:
+    """What a signature covers besides the value: version, key id, time, topic, Kafka key."""
+    return orjson.dumps([VERSION, key_id, signed_at_ms, topic,
+                         None if key is None else base64.b64encode(key).decode()])
 
 
-def signature(key: Key, event: Event, key_id: str, signed_at_ms: int) -> str:
+def canonical(topic: str, key: bytes | None, value: bytes | None, key_id: str,
+              signed_at_ms: int) -> bytes:
+    """The bytes a signature is computed over: the head, a newline, the value's bytes."""
+    return canonical_head(topic, key, key_id, signed_at_ms) + b"\n" + (value or b"")
+
+
+def signature(secret: Key, topic: str, key: bytes | None, value: bytes | None, key_id: str,
+              signed_at_ms: int) -> str:
     """Hex HMAC-SHA256 of the canonical form."""
-    return key.mac(canonical(event, key_id, signed_at_ms))
+    return secret.mac(canonical(topic, key, value, key_id, signed_at_ms))
 
 
-def sign(keyring: Keyring, event: Event, now: float) -> list[tuple[str, bytes]]:
-    """The signature headers for `event`, signed with the keyring's signing key at `now`."""
+def sign(keyring: Keyring, topic: str, key: bytes | None, value: bytes | None,
+         now: float) -> list[tuple[str, bytes]]:
+    """The signature headers for a record of `topic` with this key and value, made at `now`."""
     if keyring.signing is None:
         raise ValueError("no signing key configured")
     at = int(now * 1000)
-    sig = signature(keyring.keys[keyring.signing], event, keyring.signing, at)
+    sig = signature(keyring.keys[keyring.signing], topic, key, value, keyring.signing, at)
     return [(SIG_HEADER, sig.encode()), (KEY_HEADER, keyring.signing.encode()),
             (AT_HEADER, str(at).encode())]
 
@@ -131,13 +136,16 @@ def signature_headers(headers: Any) -> dict[str, bytes]:
     return out
 
 
-def verify(keyring: Keyring, event: Event, headers: Any, received_at: float,
-           max_age: float, max_skew: float) -> Refusal | None:
-    """None if the event carries a valid, fresh signature by a key allowed for its source.
+def verify(keyring: Keyring, topic: str, key: bytes | None, value: bytes | None, headers: Any,
+           received_at: float | None, max_age: float, max_skew: float) -> Refusal | None:
+    """None if the record carries a valid signature over its topic, key and value bytes,
+    fresh when it reached Kafka.
 
+    This reads no more than the bytes and headers, so it runs before the value is parsed.
     `received_at` is when the record reached Kafka (its timestamp): a signature older than
-    `max_age` then, or more than `max_skew` after it, is stale (a replay, or a wrong clock).
-    Authenticity is checked before freshness, so a tampered old record is `bad_signature`.
+    `max_age` then, or more than `max_skew` after it, is stale (a replay, or a wrong clock);
+    None skips freshness (a re-drive judging a record dead-lettered long ago). Authenticity
+    is checked before freshness, so a tampered old record is `bad_signature`.
     """
     found = signature_headers(headers)
     if SIG_HEADER not in found:
@@ -145,16 +153,19 @@ def verify(keyring: Keyring, event: Event, headers: Any, received_at: float,
     if KEY_HEADER not in found or AT_HEADER not in found:
         return Refusal(BAD_SIGNATURE, "choreo.sig without choreo.sig.key and choreo.sig.at")
     key_id = found[KEY_HEADER].decode("utf-8", "replace")
-    key = keyring.keys.get(key_id)
-    if key is None:
+    secret = keyring.keys.get(key_id)
+    if secret is None:
         return Refusal(UNKNOWN_KEY, f"key {key_id[:64]!r} is not in the keyring")
     try:
         at = int(found[AT_HEADER])
     except ValueError:
         return Refusal(BAD_SIGNATURE, "choreo.sig.at is not an integer")
-    expected = signature(key, event, key_id, at).encode()
+    expected = signature(secret, topic, key, value, key_id, at).encode()
     if not hmac.compare_digest(expected, found[SIG_HEADER]):
-        return Refusal(BAD_SIGNATURE, f"signature does not match (key {key_id!r})")
+        return Refusal(BAD_SIGNATURE, f"signature does not match (key {key_id!r}; it covers "
+                                      "the topic, the Kafka key and the value's bytes)")
+    if received_at is None:
+        return None
     age = received_at - at / 1000
     if age > max_age:
         return Refusal(STALE, f"signed {age:.1f}s before it reached Kafka; the limit is "
@@ -162,9 +173,16 @@ def verify(keyring: Keyring, event: Event, headers: Any, received_at: float,
     if -age > max_skew:
         return Refusal(STALE, f"signed {-age:.1f}s after it reached Kafka; the clock skew "
                               f"allowed is {max_skew:g}s")
-    if not key.may_sign(event.source):
-        return Refusal(UNAUTHORIZED, f"key {key_id!r} may not sign for source "
-                                     f"{event.source[:100]!r}")
+    return None
+
+
+def may_sign(keyring: Keyring, headers: Any, source: str) -> Refusal | None:
+    """None if the key that signed a (verified) record may sign for `source`."""
+    key_id = signature_headers(headers).get(KEY_HEADER, b"").decode("utf-8", "replace")
+    secret = keyring.keys.get(key_id)
+    if secret is None or not secret.may_sign(source):
+        return Refusal(UNAUTHORIZED, f"key {key_id[:64]!r} may not sign for source "
+                                     f"{source[:100]!r}")
     return None
 
 

@@ -234,9 +234,9 @@ class LivenessOwner:
                           transition_payload(state, status, reason, now),
                           source=REGISTRY_SOURCE, event_id=transition_event_id(state, status))
         self.view.registry.apply(agent_id, record, now)
-        await (await self.runtime.events_topic.send(key=agent_id.encode(),
-                                                    value=event.to_bytes(),
-                                                    headers=self.runtime.sign(event)))
+        topic, key, value = self.runtime.events_topic, agent_id.encode(), event.to_bytes()
+        await (await topic.send(key=key, value=value,
+                                headers=self.runtime.sign(topic, key, value)))
         AGENT_TRANSITIONS.labels(status).inc()
         log.warning("agent %s is %s%s", agent_id, status, f": {reason}" if reason else "")
 
@@ -314,8 +314,14 @@ class LivenessOwner:
         action = _Routed(capability)
         topic, headers = self.router.target(action, exclude=state.descriptor.agent_id)
         origin = f"{record.topic}:{record.partition}:{record.offset}".encode()
+        # Signed again for its new topic, once its signature for the inbox verifies.
+        signed = None
+        if self.runtime.guard.vouch(record.topic, record.key, record.value, record.headers,
+                                    actions=True) is None:
+            signed = self.runtime.sign(topic, record.key, record.value)
         return await topic.send(key=record.key, value=record.value,
-                                headers=[*(headers or []), (REROUTED_HEADER, origin)])
+                                headers=[*(signed or []), *(headers or []),
+                                         (REROUTED_HEADER, origin)])
 
 
 async def _reached(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:

@@ -320,12 +320,11 @@ class KeyedEngine:
         for action, event_ts in actions:
             topic, route_headers = self.runtime.action_target(action)
             correlation = action.event.correlation_id
-            headers = self.runtime.sign(action.event)
+            key, value = (correlation.encode() if correlation else None), action.event.to_bytes()
+            headers = self.runtime.sign(topic, key, value)
             if route_headers:
                 headers = [*(headers or []), *route_headers]
-            pending.append(await self.runtime.produce(
-                topic, correlation.encode() if correlation else None, action.event.to_bytes(),
-                headers))
+            pending.append(await self.runtime.produce(topic, key, value, headers))
             child(ACTIONS_SENT, action.event.payload["pattern_id"], action.capability).inc()
             if event_ts is not None:
                 ACTION_LATENCY.observe(max(0.0, time.time() - event_ts))

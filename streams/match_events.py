@@ -62,16 +62,22 @@ async def process_record(runtime: Runtime, seen: ExpiringTable, record: faust.Ev
     schemas = runtime.choreography.schemas
     guard = runtime.guard
     try:
+        # The signature first, over the raw bytes: a forgery is refused as one, whatever
+        # else is wrong with it (its size, its shape).
+        refusal = guard.authenticate(message.topic, message.key, record.value,
+                                     message.headers, message.timestamp)
+        if refusal is not None:
+            raise InvalidEvent(refusal.reason, refusal.detail)
         event = parse_event(record.value, runtime.choreography.defaults.max_event_bytes)
-        if guard.active:  # signature, then publishers: before anything else reads the event
-            refusal = guard.check(event, message.headers, message.timestamp)
+        if guard.active:  # the signing key and publishers: before anything reads the event
+            refusal = guard.permit(event, message.headers)
             if refusal is not None:
                 raise InvalidEvent(refusal.reason, refusal.detail)
         if schemas is not None:
             schemas.check(event)  # raises InvalidEvent("schema_violation", "<path>: <error>")
     except InvalidEvent as exc:
         await runtime.dead_letter(record.value, message.key, exc.reason, exc.detail, origin,
-                                  stage="ingest")
+                                  stage="ingest", signed=message.headers)
         return
     child(EVENTS_IN, event.event_type).inc()
     seen.advance(message.partition, event.ts)

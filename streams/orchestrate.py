@@ -39,6 +39,7 @@ from choreo.metrics import (
     WORKFLOW_SECONDS,
     WORKFLOW_STEPS,
 )
+from choreo.signing import HEADERS as SIGNATURE_HEADERS
 from choreo.workflows.definitions import Workflow
 from choreo.workflows.machine import (
     CANCEL,
@@ -89,7 +90,9 @@ class Orchestrator:
         except InvalidEvent:
             return  # match_events dead-letters it
         guard = self.runtime.guard
-        if guard.active and guard.check(event, message.headers, message.timestamp):
+        if guard.active and guard.check(event, message.headers, message.timestamp,
+                                        topic=message.topic, key=message.key,
+                                        value=record.value):
             return  # unsigned, forged or unauthorized: match_events dead-letters it
         for workflow in self.triggers.get(event.event_type, ()):
             start = trigger_start(event, workflow)
@@ -141,7 +144,7 @@ class Orchestrator:
         pending = []
         for command in commands:
             event = command.event
-            headers = self.runtime.sign(event)
+            headers: list[tuple[str, bytes]] | None = []
             if command.capability is None:
                 topic = self.runtime.events_topic
             elif event.event_type == "action.requested":
@@ -153,17 +156,23 @@ class Orchestrator:
                                       else "step").inc()
             else:
                 topic = self.runtime.capability_topic(command.capability)
-            pending.append(await self.runtime.produce(topic, command.key.encode(),
-                                                      event.to_bytes(), headers))
+            key, value = command.key.encode(), event.to_bytes()
+            headers = [*(self.runtime.sign(topic, key, value) or []), *(headers or [])]
+            pending.append(await self.runtime.produce(topic, key, value, headers or None))
         if pending:
             await asyncio.gather(*pending)
 
     async def forward(self, target: str, raw: bytes, headers: Any) -> None:
         """A start or cancel keyed otherwise goes on to its instance's partition, with its
-        headers (its signature)."""
-        fut = await self.runtime.events_topic.send(
-            key=target.encode(), value=raw, partition=partition_for(target, self.partitions),
-            headers=list(headers.items()) if isinstance(headers, dict) else headers)
+        headers; verified already, it is signed again for its new key (a signature covers
+        the Kafka key) when this process signs."""
+        topic, key = self.runtime.events_topic, target.encode()
+        headers = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+        signed = self.runtime.sign(topic, key, raw)
+        if signed:
+            headers = [h for h in headers if h[0] not in SIGNATURE_HEADERS] + signed
+        fut = await topic.send(key=key, value=raw, headers=headers,
+                               partition=partition_for(target, self.partitions))
         await fut
 
     async def reject(self, target: str, event: Event, reason: str) -> None:

@@ -111,9 +111,18 @@ def register_ui(runtime: Runtime) -> None:
             topic = runtime.choreography.topics.dead_letter_topic
             records = await tail(runtime.settings.bootstrap_servers, topic, per_partition=20)
             cache["body"] = {"topic": topic, "records": [
-                {**read_dead_letter_headers(r.headers), "dlq_partition": r.partition,
-                 "dlq_offset": r.offset, "key": (r.key or b"").decode("utf-8", "replace"),
-                 "value": (r.value or b"")[:200].decode("utf-8", "replace")}
-                for r in records[:50]]}
+                dead_letter_view(runtime, r) for r in records[:50]]}
             cache["at"] = time.monotonic()
         return web.json(cache["body"])
+
+
+def dead_letter_view(runtime: Runtime, record: Any) -> dict[str, Any]:
+    """A dead-letter record for the page: its headers, key and the start of its value, with
+    the `[security] mask` fields masked (again: it may predate the mask, or come from a
+    process without it) and their values scrubbed from the detail."""
+    info = read_dead_letter_headers(record.headers)
+    value, _headers, info["detail"] = runtime.masked_record(record.value,
+                                                            info.get("detail", ""))
+    return {**info, "dlq_partition": record.partition, "dlq_offset": record.offset,
+            "key": (record.key or b"").decode("utf-8", "replace"),
+            "value": (value or b"")[:200].decode("utf-8", "replace")}

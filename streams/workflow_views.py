@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 from faust.exceptions import SameNode
 from faust.web.exceptions import ServiceUnavailable
 
 from choreo.app import Runtime
+from choreo.masking import Masker
 from tables.pattern_state import partition_for
 
 
@@ -44,5 +47,21 @@ def register_workflow_views(runtime: Runtime) -> None:
         if partition not in orchestrator.active_partitions():
             return web.json({"error": "this instance's partition is moving between workers"},
                             status=503)
-        body = orchestrator.describe_instance(instance_id)
+        body = masked_instance(runtime.guard.masker, orchestrator.describe_instance(instance_id))
         return web.json(body, status=200 if body["found"] else 404)
+
+
+# What an instance view shows of payloads: its input (the trigger's payload), the steps'
+# results, its output, its children's, and what the history and errors quote of them.
+SHOWN = ("input", "results", "output", "error", "children", "history", "compensation",
+         "in_flight")
+
+
+def masked_instance(masker: Masker, body: dict[str, Any]) -> dict[str, Any]:
+    """An instance view with the `[security] mask` fields masked: the `payload.` paths in
+    `input` (the payload of the event that started it), and every field of those names
+    elsewhere, with the input's masked values scrubbed from any text."""
+    if not masker:
+        return body
+    secrets = masker.secrets({"payload": body.get("input")})
+    return {k: masker.mask_names(v, secrets) if k in SHOWN else v for k, v in body.items()}

@@ -103,9 +103,19 @@ def test_the_guard_checks_publishers_without_signatures():
     guard = Guard(SecuritySettings(publishers=(("shop.*", ("order_received",)),)))
     assert guard.active and not guard.require
     ev = new_event("order_received", {}, source="shop.web")
-    assert guard.check(ev, None, None) is None
-    refusal = guard.check(new_event("order_received", {}, source="x"), None, None)
+    assert guard.check(ev, None, None, **raw(ev)) is None
+    refusal = guard.permit(new_event("order_received", {}, source="x"), None)
     assert refusal.reason == "unauthorized" and "'x' may not publish" in refusal.detail
+
+
+def raw(event, topic: str = "choreo.events", key: bytes | None = b"k") -> dict:  # noqa: ANN001
+    """The record fields a signature covers, for `Guard.check`."""
+    return {"topic": topic, "key": key, "value": event.to_bytes()}
+
+
+def signed_by(guard: Guard, event, topic: str = "choreo.events",  # noqa: ANN001, ANN201
+              key: bytes | None = b"k"):
+    return guard.sign(topic, key, event.to_bytes())
 
 
 def test_the_guard_verifies_then_authorizes():
@@ -114,24 +124,62 @@ def test_the_guard_verifies_then_authorizes():
                                    publishers=(("shop.*", ("order_received",)),)),
                   ring, clock=lambda: 1000.0)
     ok = new_event("order_received", {}, source="shop.web")
-    assert guard.check(ok, guard.sign(ok), 1000.5) is None
-    assert guard.check(ok, None, 1000.5).reason == "unsigned"
+    assert guard.check(ok, signed_by(guard, ok), 1000.5, **raw(ok)) is None
+    assert guard.check(ok, None, 1000.5, **raw(ok)).reason == "unsigned"
     other = new_event("order_cancelled", {}, source="shop.web")
-    assert guard.check(other, guard.sign(other), 1000.5).reason == "unauthorized"
+    assert guard.check(other, signed_by(guard, other), 1000.5, **raw(other)).reason == (
+        "unauthorized")
     # No record timestamp: judged against the clock.
-    assert guard.check(ok, sign(ring, ok, 500.0), None).reason == "stale"
+    old = sign(ring, "choreo.events", b"k", ok.to_bytes(), 500.0)
+    assert guard.check(ok, old, None, **raw(ok)).reason == "stale"
+    # Signed for another key: refused before anything reads the value.
+    assert guard.authenticate("choreo.events", b"other", ok.to_bytes(), signed_by(guard, ok),
+                              1000.5).reason == "bad_signature"
 
 
 def test_workers_take_only_signed_actions_of_the_engine():
     ring = Keyring({"k": Key(SECRET.encode())}, signing="k")
     guard = Guard(SecuritySettings(require_signatures=True), ring, clock=lambda: 10.0)
+    topic = "choreo.actions.payment_processing"
     action = new_event("action.requested", {"action": "a"}, source="choreo.engine")
-    assert guard.check_action(action, guard.sign(action), 10.0) is None
-    assert guard.check_action(action, None, 10.0).reason == "unsigned"
+    headers = signed_by(guard, action, topic)
+    assert guard.authenticate(topic, b"k", action.to_bytes(), headers, 10.0) is None
+    assert guard.permit_action(action, headers) is None
+    assert guard.authenticate(topic, b"k", action.to_bytes(), None, 10.0).reason == "unsigned"
+    copied = guard.authenticate("choreo.actions.shipping", b"k", action.to_bytes(), headers,
+                                10.0)
+    assert copied.reason == "bad_signature"
     forged = new_event("action.requested", {"action": "a"}, source="shop.web")
-    refusal = guard.check_action(forged, guard.sign(forged), 10.0)
+    refusal = guard.permit_action(forged, signed_by(guard, forged, topic))
     assert refusal.reason == "unauthorized" and "choreo.engine" in refusal.detail
-    assert Guard().check_action(forged, None, 10.0) is None  # off: anything goes
+    off = Guard()  # off: anything goes
+    assert off.authenticate(topic, None, b"x", None, 10.0) is None
+    assert off.permit_action(forged, None) is None
+
+
+def test_vouch_re_verifies_what_redrive_would_send_back():
+    ring = Keyring({"k": Key(SECRET.encode())}, signing="k")
+    guard = Guard(SecuritySettings(require_signatures=True,
+                                   publishers=(("shop.*", ("order_received",)),)),
+                  ring, clock=lambda: 10.0)
+    events, actions = "choreo.events", "choreo.actions.payment_processing"
+    ok = new_event("order_received", {}, source="shop.web")
+    value = ok.to_bytes()
+    # Signed long ago (stale now) but genuine: vouched for.
+    old = sign(ring, events, b"k", value, -10_000.0)
+    assert guard.vouch(events, b"k", value, old, actions=False) is None
+    assert guard.vouch(events, b"k", value, None, actions=False).reason == "unsigned"
+    assert guard.vouch(events, b"k", value + b" ", old, actions=False).reason == (
+        "bad_signature")
+    assert guard.vouch(actions, b"k", value, old, actions=True).reason == "bad_signature"
+    # Genuine, but not an action of the engine: not for a capability topic.
+    assert guard.vouch(actions, b"k", value, sign(ring, actions, b"k", value, 0.0),
+                       actions=True).reason == "unauthorized"
+    junk = b"x" * 10
+    refusal = guard.vouch(events, b"k", junk, sign(ring, events, b"k", junk, 0.0),
+                          actions=False)
+    assert refusal.reason == "not_json" and "refused again" in refusal.detail
+    assert Guard().vouch(events, None, b"x", None, actions=False) is None
 
 
 def test_build_guard_reads_keys_and_stops_on_missing_ones(tmp_path):
@@ -210,14 +258,51 @@ def test_mask_bytes_and_copies_leave_the_rest_alone():
     assert Masker().mask_bytes(raw) == (raw, [])
 
 
-def test_secrets_are_scrubbed_from_text():
-    masker = Masker(["payload.card", "payload.pin", "payload.nested"])
-    data = envelope(card="4242424242424242", pin=12, nested={"a": "secret-value"})
+def test_secrets_are_scrubbed_from_text_however_short():
+    masker = Masker(["payload.card", "payload.cvv", "payload.nested"])
+    data = envelope(card="4242424242424242", cvv="123", nested={"a": "secret-value"})
     secrets = masker.secrets(data)
-    assert "4242424242424242" in secrets and "12" not in secrets  # too short to scrub
+    assert "4242424242424242" in secrets and "123" in secrets
     text = "payload.card: '4242424242424242' is not of type 'integer'"
     assert scrub(text, secrets) == f"payload.card: '{MASK}' is not of type 'integer'"
     assert scrub('{"a":"secret-value"}', secrets) == MASK
+    # A short one only where it stands alone: not inside a longer number or word.
+    assert scrub("payload.cvv: '123' is too short; order o-1234", secrets) == (
+        f"payload.cvv: '{MASK}' is too short; order o-1234")
+
+
+def test_a_value_that_is_not_json_is_masked_as_text():
+    masker = Masker(["payload.payment.card_number", "payload.payment.cvv", "payload.wallet.*"])
+    raw = (b'{"event_id":"e","payload":{"payment":{"card_number":"4111111111111111",'
+           b'"cvv": 123},"wallet":{"a":[1,"}"]},"order_id":"o-1"},}')
+    masked = masker.mask_record(raw)
+    assert masked.as_text and masked.value == (
+        b'{"event_id":"e","payload":{"payment":{"card_number":"[masked]",'
+        b'"cvv": "[masked]"},"wallet":"[masked]","order_id":"o-1"},}')
+    assert masked.paths == ("payload.payment.card_number", "payload.payment.cvv",
+                            "payload.wallet.*")
+    assert masked.digest == __import__("hashlib").sha256(raw).hexdigest()
+    assert dict(masked.headers("choreo.dlq.")) == {
+        "choreo.dlq.masked": b"payload.payment.card_number,payload.payment.cvv,"
+                             b"payload.wallet.*",
+        "choreo.dlq.sha256": masked.digest.encode(), "choreo.dlq.masked-as": b"text"}
+    assert masked.scrub("near 4111111111111111 and 123") == f"near {MASK} and {MASK}"
+    # Truncated mid-value: masked to the end.
+    assert masker.mask_record(b'{"payload":{"payment":{"card_number":"41111').value == (
+        b'{"payload":{"payment":{"card_number":"[masked]"')
+    # Nothing configured found: the value and no headers.
+    assert masker.mask_record(b"{oops").value == b"{oops"
+    assert masker.mask_record(b"{oops").headers("p.") == []
+
+
+def test_mask_names_masks_any_shape_and_scrubs_text():
+    masker = Masker(["payload.ssn"])
+    data = {"input": {"ssn": "078-05-1120", "name": "A"}, "history": [
+        {"what": "failed", "error": "bad ssn 078-05-1120"}], "results": {"s": {"ssn": 1}}}
+    masked = masker.mask_names(data, masker.secrets({"payload": data["input"]}))
+    assert masked == {"input": {"ssn": MASK, "name": "A"}, "history": [
+        {"what": "failed", "error": f"bad ssn {MASK}"}], "results": {"s": {"ssn": MASK}}}
+    assert data["input"]["ssn"] == "078-05-1120"  # a copy
 
 
 # --- TLS and SASL settings ------------------------------------------------------------------
