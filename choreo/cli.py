@@ -120,16 +120,55 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
           + (f"; {len(choreography.workflows)} workflow(s) "
              f"({', '.join(w.name for w in choreography.workflows)})"
              if choreography.workflows else ""))
-    if not args.static:
-        return 0
-    from choreo.static_check import check_static
+    code = 0
+    if args.static:
+        from choreo.static_check import check_static
 
-    findings = check_static(choreography)
-    for finding in findings:
-        print(f"  {finding}")
-    errors = sum(f.level == "error" for f in findings)
-    print(f"{path}: static check: {errors} error(s), {len(findings) - errors} warning(s)")
-    return 1 if errors else 0
+        findings = check_static(choreography)
+        for finding in findings:
+            print(f"  {finding}")
+        errors = sum(f.level == "error" for f in findings)
+        print(f"{path}: static check: {errors} error(s), {len(findings) - errors} warning(s)")
+        code = 1 if errors else 0
+    if args.state:
+        code = max(code, _check_state(path, choreography, settings, args.idle))
+    return code
+
+
+def _check_state(path: Path, choreography: Choreography, settings: Settings,
+                 idle: float) -> int:
+    """What a restart with the file would do to the running deployment's pattern state,
+    read from the state table's changelog topic (every partition, every worker). Exits 1
+    when entries would be dropped."""
+    from choreo.state_evolution import StatePlan, judge_all
+    from tables.pattern_state import decode_entry
+
+    topic = f"{settings.app_id}-pattern-state-changelog"
+    try:
+        records = asyncio.run(collect(settings.bootstrap_servers, [topic], idle=idle,
+                                      client=settings.kafka_options()))
+    except Exception as exc:  # noqa: BLE001 - any broker failure is the answer here
+        print(f"{path}: cannot read the state from {topic} at {settings.bootstrap_servers}: "
+              f"{exc!r}", file=sys.stderr)
+        return 2
+    latest: dict[bytes, bytes | None] = {}
+    for record in records:  # a compacted changelog: the last record of a key is its state
+        if record.key is not None:
+            latest[record.key] = record.value
+    entries = []
+    for raw_key, raw in latest.items():
+        found = decode_entry(raw_key, raw)
+        if found is not None:
+            pattern_id, key, slot = found
+            entries.append((pattern_id, key, slot.kind, slot.print_, slot.state))
+    plan = StatePlan.of(choreography)
+    report = judge_all(plan, entries)
+    print(f"{path}: state in {topic}: {len(entries)} entries; a restart with this file would:")
+    for line in report.lines(plan):
+        print(f"  {line}")
+    dropped = report.total_dropped
+    print(f"{path}: state check: {dropped} entries would be dropped")
+    return 1 if dropped else 0
 
 
 def cmd_graph(args: argparse.Namespace, settings: Settings) -> int:
@@ -276,6 +315,13 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("config", nargs="?")
     check.add_argument("--static", action="store_true",
                        help="also check producers, reachability and loops (exit 1 on errors)")
+    check.add_argument("--state", action="store_true",
+                       help="also say what a restart with this file would do to the running "
+                            "deployment's pattern state, read from its changelog topic "
+                            "(CHOREO_BROKER, CHOREO_APP_ID); exit 1 if entries would be dropped")
+    check.add_argument("--idle", type=float, default=1.0,
+                       help="with --state: seconds without a new changelog record that end the "
+                            "read")
     check.set_defaults(func=cmd_check)
 
     graph = sub.add_parser("graph", help="print the choreography as a Mermaid flowchart")

@@ -28,6 +28,7 @@ from the state they hold, and the definition is taken as unchanged.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -185,3 +186,69 @@ class StatePlan:
         if matcher is None:
             matcher = self._matchers[pattern.id] = matcher_for(pattern, PatternStats())
         return matcher
+
+
+@dataclass
+class StateReport:
+    """What a restart with the file would do to stored entries (`choreo check --state`)."""
+
+    kept: Counter[str]  # pattern id -> entries kept as stored
+    carried: Counter[tuple[str, str]]  # (old id, new id) -> entries a renamed pattern takes
+    adapted: Counter[tuple[str, str]]  # (pattern id, reason) -> entries kept in part
+    dropped: Counter[tuple[str, str]]  # (stored id, reason) -> entries deleted
+    summaries: int = 0  # correlation summaries (always kept)
+
+    @property
+    def total_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+    def lines(self, plan: StatePlan) -> list[str]:
+        out = [f"kept: {pid!r} {n}" for pid, n in sorted(self.kept.items())]
+        out += [f"carried over by renamed_from: {old!r} -> {new!r} {n}"
+                for (old, new), n in sorted(self.carried.items())]
+        out += [f"kept what still fits the changed definition: {pid!r} {n} ({reason})"
+                for (pid, reason), n in sorted(self.adapted.items())]
+        out += [f"dropped: {pid!r} {n} ({reason}{_kinds(plan, pid, reason)})"
+                for (pid, reason), n in sorted(self.dropped.items())]
+        if self.summaries:
+            out.append(f"kept: {self.summaries} correlation summaries")
+        limits = sorted({pid for pid in self.kept} | {new for _, new in self.carried}
+                        | {pid for pid, _ in self.adapted})
+        if limits:
+            out.append("the file's window, count, max_interval, within and allowed_lateness "
+                       f"apply to the state kept for {', '.join(map(repr, limits))}, "
+                       "measured from the event times it holds")
+        return out
+
+
+def _kinds(plan: StatePlan, pattern_id: str, reason: str) -> str:
+    if reason == KIND_CHANGED:
+        now = plan.kinds.get(pattern_id) or plan.kinds.get(plan.new_ids.get(pattern_id, ""))
+        return f": now {now}" if now else ""
+    return ""
+
+
+def judge_all(plan: StatePlan,
+              entries: Iterable[tuple[str, str, str | None, str | None, dict | None]]
+              ) -> StateReport:
+    """Judge stored entries, each (stored id, key, kind, fingerprint, snapshot), as a
+    restart would. An entry of an old id whose key is stored under the new id too is not
+    counted: the new id's entry is the newer one, and the old one is simply deleted."""
+    entries = list(entries)
+    present = {(stored_id, key) for stored_id, key, *_ in entries}
+    report = StateReport(Counter(), Counter(), Counter(), Counter())
+    for stored_id, key, kind, print_, state in entries:
+        if stored_id == TRACKER_ID:
+            report.summaries += 1
+            continue
+        verdict = plan.judge(stored_id, kind, print_, state)
+        if verdict.dropped:
+            report.dropped[(stored_id, verdict.reason or REMOVED)] += 1
+        elif verdict.pattern_id != stored_id:
+            if (verdict.pattern_id, key) not in present:
+                report.carried[(stored_id, verdict.pattern_id or "")] += 1
+        elif verdict.reason:
+            report.adapted[(stored_id, verdict.reason)] += 1
+        else:
+            report.kept[stored_id] += 1
+    return report

@@ -216,11 +216,9 @@ class PatternStateTable:
     def entries(self) -> Iterable[tuple[str, str, Slot]]:
         """Every (pattern id, key, slot) held locally (the active partitions' stores)."""
         for raw_key, raw in self.table.items():
-            tkey = raw_key.decode()
-            if tkey.startswith(WM_PREFIX) or raw is None:
-                continue
-            pattern_id, _, key = tkey.partition(SEP)
-            yield pattern_id, key, _slot(raw)
+            entry = decode_entry(raw_key, raw)
+            if entry is not None:
+                yield entry
 
     def count(self) -> int:
         return sum(1 for _ in self.entries())
@@ -394,6 +392,15 @@ class BatchWrites:
             written += 1
         self.pending.clear()
         return written
+
+
+def decode_entry(raw_key: bytes, raw: bytes | None) -> tuple[str, str, Slot] | None:
+    """(pattern id, key, slot) of a stored record; None for watermarks and deletions."""
+    tkey = raw_key.decode()
+    if tkey.startswith(WM_PREFIX) or raw is None:
+        return None
+    pattern_id, _, key = tkey.partition(SEP)
+    return pattern_id, key, _slot(raw)
 
 
 def _slot(raw: bytes) -> Slot:

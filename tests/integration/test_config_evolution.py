@@ -10,6 +10,9 @@ deadline but the events the tests send, in ascending event time, in file order.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 import pytest
 
 from choreo.config import parse_choreography
-from tests.integration.conftest import Worker, wait_until
+from tests.integration.conftest import REPO, Worker, wait_until
 from tests.integration.test_windowed_patterns import ev, feed, fired, get_json
 
 HEAD = """
@@ -112,14 +115,22 @@ class Evolved:
     t0: float
     events: dict[str, dict]
     keys: dict[str, str]
+    check: subprocess.CompletedProcess  # `choreo check B --state` before the restart
 
 
-def restart_with(worker: Worker, text: str) -> None:
-    worker.stop()
+def write_config(worker: Worker, text: str) -> None:
     text = text.replace('prefix = ""', f'prefix = "{worker.name}."', 1)
     worker.config_path.write_text(text)
     worker.choreography = parse_choreography(text)
-    worker.start()
+
+
+def check_state(worker: Worker) -> subprocess.CompletedProcess:
+    """`choreo check FILE --state` against the worker's deployment, as a user runs it."""
+    env = {**os.environ, "CHOREO_BROKER": worker.broker.url, "CHOREO_APP_ID": worker.name,
+           "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "choreo.cli", "check",
+                           str(worker.config_path), "--state"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
 
 def log_of(worker: Worker) -> str:
@@ -153,7 +164,10 @@ def evolved(make_worker) -> Evolved:  # noqa: ANN001
     for path, check in in_flight.items():
         wait_until(lambda p=path, c=check: (s := get_json(worker, p)) and not s.get("empty",
                    True) and c(s), timeout=30)
-    restart_with(worker, CONFIG_B)
+    worker.stop()
+    write_config(worker, CONFIG_B)
+    check = check_state(worker)
+    worker.start()
     # The first tick after the restart judges the stored state against the new file.
     wait_until(lambda: worker.metric("choreo_pattern_state_dropped_total",
                                      reason="window_changed") >= 1
@@ -161,7 +175,19 @@ def evolved(make_worker) -> Evolved:  # noqa: ANN001
                                  reason="kind_changed") >= 1
                and worker.metric("choreo_pattern_state_dropped_total", reason="removed") >= 1,
                timeout=60)
-    return Evolved(worker, t0, events, keys)
+    return Evolved(worker, t0, events, keys, check)
+
+
+def test_check_state_says_what_the_restart_would_do(evolved: Evolved):
+    out = evolved.check.stdout
+    assert evolved.check.returncode == 1, evolved.check.stderr
+    assert "kept: 'card-failures' 1\n" in out
+    assert "carried over by renamed_from: 'checkout' -> 'checkout-v2' 1\n" in out
+    assert "dropped: 'bursts' 1 (window_changed)\n" in out
+    assert "dropped: 'cart' 1 (kind_changed: now threshold)\n" in out
+    assert "dropped: 'returns' 1 (removed)\n" in out
+    assert "kept: 6 correlation summaries" in out  # order, return, cart, visit, 2 payments
+    assert out.rstrip().endswith("state check: 3 entries would be dropped")
 
 
 def test_the_renamed_pattern_completes_the_flow_started_under_the_old_id(evolved: Evolved):

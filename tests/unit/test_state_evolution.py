@@ -257,3 +257,29 @@ def test_an_unchanged_file_keeps_everything_as_stored(text: str):
     again = restart(store, text)
     assert again.rebuild({0}, keyed_deadline(again), topic="events") == 1
     assert dict(again.table) == raw
+
+
+def test_the_state_report_says_what_a_restart_would_keep_carry_and_drop():
+    from choreo.state_evolution import judge_all
+
+    store = store_for(sequence() + threshold() + sequence(pid="returns"))
+    feed(store, "checkout", "o1", ("started", T0))
+    feed(store, "checkout", "o2", ("started", T0))
+    feed(store, "fails", "c1", ("payment_failed", T0))
+    feed(store, "returns", "r1", ("started", T0))
+    store.table[b"~correlation\x1fo1"] = b'{"p":0,"o":{},"s":{}}'
+    text = sequence(pid="checkout-v2", extra='renamed_from = "checkout"') + threshold(
+        pid="returns")
+    plan = store_for(text).plan
+    entries = [(pid, key, slot.kind, slot.print_, slot.state)
+               for pid, key, slot in store.entries()]
+    report = judge_all(plan, entries)  # type: ignore[arg-type]
+    assert report.lines(plan) == [  # type: ignore[arg-type]
+        "carried over by renamed_from: 'checkout' -> 'checkout-v2' 2",
+        "dropped: 'fails' 1 (removed)",
+        "dropped: 'returns' 1 (kind_changed: now threshold)",
+        "kept: 1 correlation summaries",
+        "the file's window, count, max_interval, within and allowed_lateness apply to the "
+        "state kept for 'checkout-v2', measured from the event times it holds",
+    ]
+    assert report.total_dropped == 2
