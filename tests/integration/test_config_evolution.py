@@ -124,10 +124,10 @@ def write_config(worker: Worker, text: str) -> None:
     worker.choreography = parse_choreography(text)
 
 
-def check_state(worker: Worker) -> subprocess.CompletedProcess:
+def check_state(worker: Worker, app_id: str | None = None) -> subprocess.CompletedProcess:
     """`choreo check FILE --state` against the worker's deployment, as a user runs it."""
-    env = {**os.environ, "CHOREO_BROKER": worker.broker.url, "CHOREO_APP_ID": worker.name,
-           "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "CHOREO_BROKER": worker.broker.url,
+           "CHOREO_APP_ID": app_id or worker.name, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "choreo.cli", "check",
                            str(worker.config_path), "--state"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
@@ -188,6 +188,13 @@ def test_check_state_says_what_the_restart_would_do(evolved: Evolved):
     assert "dropped: 'returns' 1 (removed)\n" in out
     assert "kept: 6 correlation summaries" in out  # order, return, cart, visit, 2 payments
     assert out.rstrip().endswith("state check: 3 entries would be dropped")
+
+
+def test_check_state_of_an_app_id_with_no_state_says_so(evolved: Evolved):
+    done = check_state(evolved.worker, app_id="no-such-app")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert ("no topic no-such-app-pattern-state-changelog" in done.stderr
+            and "is CHOREO_APP_ID right?" in done.stderr)
 
 
 def test_the_renamed_pattern_completes_the_flow_started_under_the_old_id(evolved: Evolved):
