@@ -38,7 +38,7 @@ from faust.streams import _current_event  # the context var Faust's tables read
 
 from choreo.matchers.watermark import Watermark
 from choreo.metrics import STATE_CARRIED, STATE_DROPPED
-from choreo.state_evolution import StatePlan, Verdict
+from choreo.state_evolution import StatePlan
 from tables.raw import read, tight
 from tables.timers import HeapTimers, Timers, timers_for
 
@@ -302,44 +302,43 @@ class PatternStateTable:
         self.stale = False
         return n
 
-    def evolve(self, active: set[int], topic: str) -> list[tuple[str, str, Slot]]:
+    def evolve(self, active: set[int], topic: str) -> Iterator[tuple[str, str, Slot]]:
         """The active partitions' entries as the file sees them; on the way, delete the
         ones it has no place for and move renamed patterns' entries to their new ids.
 
         Logs and counts (`choreo_pattern_state_dropped_total`) what it dropped or moved.
+        Entries are handed on as they are read; only the ones to change are held, and
+        changed once the table has been read through.
         """
-        kept: list[tuple[str, str, Slot]] = []
-        changes: list[tuple[str, str, Slot, Verdict]] = []
+        dropped: list[tuple[str, str, int, str]] = []  # stored id, key, partition, reason
+        moved: list[tuple[str, str, Slot, str]] = []  # stored id, key, slot, new id
         for stored_id, key, slot in self.entries():
             if slot.partition not in active:
                 continue
-            if self.plan is None:
-                kept.append((stored_id, key, slot))
-                continue
-            verdict = self.plan.judge(stored_id, slot.kind, slot.print_, slot.state)
-            if verdict.dropped or verdict.pattern_id != stored_id:
-                changes.append((stored_id, key, slot, verdict))
-            else:
+            if self.plan is not None:
+                verdict = self.plan.judge(stored_id, slot.kind, slot.print_, slot.state)
+                if verdict.dropped:
+                    dropped.append((stored_id, key, slot.partition, verdict.reason or ""))
+                    continue
                 slot.state = verdict.state
-                kept.append((stored_id, key, slot))
-        dropped: Counter = Counter()
+                if verdict.pattern_id != stored_id:
+                    moved.append((stored_id, key, slot, verdict.pattern_id or ""))
+                    continue
+            yield stored_id, key, slot
+        for stored_id, key, partition, _reason in dropped:
+            with writing_partition(topic, partition):
+                del self.table[_table_key(stored_id, key)]
         carried: Counter = Counter()
-        for stored_id, key, slot, verdict in changes:
-            new_id = verdict.pattern_id
+        for stored_id, key, slot, new_id in moved:
             with writing_partition(topic, slot.partition):
                 del self.table[_table_key(stored_id, key)]
-                if new_id is None:
-                    dropped[(verdict.reason, stored_id)] += 1
-                    continue
                 carried[(stored_id, new_id)] += 1
                 if read(self.table, _table_key(new_id, key)) is not None:
                     continue  # written under the new id since: that state is newer
-                moved = Slot(slot.partition, slot.offsets, verdict.state)
-                self.save(new_id, key, slot.partition, moved.state, moved.offsets, None,
+                self.save(new_id, key, slot.partition, slot.state, slot.offsets, None,
                           existed=True)
-                kept.append((new_id, key, moved))
-        _report(dropped, carried)
-        return kept
+            yield new_id, key, slot
+        _report(Counter((reason, pid) for pid, _, _, reason in dropped), carried)
 
 
 @dataclass
