@@ -64,6 +64,8 @@ steps = ["checkout_started", "order_placed", "payment_captured"]
 max_interval = "10m"
 action = "confirm_order"
 capability = "orders"
+timeout_action = "escalate_stalled_checkout"
+timeout_capability = "support"
 """
 
 RETURNS = """
@@ -141,11 +143,13 @@ def log_of(worker: Worker) -> str:
 def evolved(make_worker) -> Evolved:  # noqa: ANN001
     worker = make_worker(CONFIG_A)
     t0 = (time.time() - 30 * 86_400.0) // 120 * 120  # on a 2-minute boundary
-    keys = {name: key(name) for name in ("order", "return", "cart", "customer", "visit")}
+    keys = {name: key(name)
+            for name in ("order", "stalled", "return", "cart", "customer", "visit")}
     events = {
         "viewed": ev("page_viewed", t0 + 1, keys["visit"]),
         "started": ev("checkout_started", t0 + 10, keys["order"]),
         "placed": ev("order_placed", t0 + 20, keys["order"]),
+        "stalled": ev("checkout_started", t0 + 25, keys["stalled"]),
         "requested": ev("return_requested", t0 + 30, keys["return"]),
         "cart": ev("cart_updated", t0 + 40, keys["cart"]),
     }
@@ -157,6 +161,7 @@ def evolved(make_worker) -> Evolved:  # noqa: ANN001
             == n + 1, timeout=30)
     in_flight = {
         f"/patterns/checkout/state/{keys['order']}/": lambda s: len(s["matched_steps"]) == 2,
+        f"/patterns/checkout/state/{keys['stalled']}/": lambda s: len(s["matched_steps"]) == 1,
         f"/patterns/returns/state/{keys['return']}/": lambda s: len(s["matched_steps"]) == 1,
         f"/patterns/cart/state/{keys['cart']}/": lambda s: s["pending"] is not None,
         f"/patterns/bursts/state/{keys['visit']}/": lambda s: len(s["windows"]) == 1,
@@ -182,11 +187,11 @@ def test_check_state_says_what_the_restart_would_do(evolved: Evolved):
     out = evolved.check.stdout
     assert evolved.check.returncode == 1, evolved.check.stderr
     assert "kept: 'card-failures' 1\n" in out
-    assert "carried over by renamed_from: 'checkout' -> 'checkout-v2' 1\n" in out
     assert "dropped: 'bursts' 1 (window_changed)\n" in out
     assert "dropped: 'cart' 1 (kind_changed: now threshold)\n" in out
     assert "dropped: 'returns' 1 (removed)\n" in out
-    assert "kept: 6 correlation summaries" in out  # order, return, cart, visit, 2 payments
+    assert "carried over by renamed_from: 'checkout' -> 'checkout-v2' 2\n" in out
+    assert "kept: 7 correlation summaries" in out  # 5 keys, 2 payments' orders
     assert out.rstrip().endswith("state check: 3 entries would be dropped")
 
 
@@ -239,6 +244,18 @@ def test_a_pattern_whose_kind_changed_starts_afresh(evolved: Evolved):
     [action] = wait_until(lambda: fired(worker, "notifications", "cart", cart), timeout=30)
     assert action["payload"]["trigger"]["event_ids"] == [updates[1]["event_id"]]
     assert action["payload"]["count"] == 2
+
+
+def test_a_carried_over_deadline_fires_under_the_new_id(evolved: Evolved):
+    worker, t0, stalled = evolved.worker, evolved.t0, evolved.keys["stalled"]
+    # An event of no pattern's type on the same key moves its partition's watermark past
+    # the step deadline (started at t0 + 25, max_interval 10m).
+    feed(worker, ev("page_closed", t0 + 1000, stalled))
+    [timeout] = wait_until(lambda: fired(worker, "support", "checkout-v2", stalled),
+                           timeout=30)
+    assert timeout["payload"]["action"] == "escalate_stalled_checkout"
+    assert timeout["payload"]["trigger"]["event_ids"] == [evolved.events["stalled"]["event_id"]]
+    assert timeout["payload"]["missing_step"] == "order_placed"
 
 
 def test_a_sliding_windows_new_length_applies_to_the_failures_held(evolved: Evolved):
