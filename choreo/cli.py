@@ -106,16 +106,93 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
           + (f"; {len(choreography.workflows)} workflow(s) "
              f"({', '.join(w.name for w in choreography.workflows)})"
              if choreography.workflows else ""))
-    if not args.static:
-        return 0
-    from choreo.static_check import check_static
+    code = 0
+    if args.static:
+        from choreo.static_check import check_static
 
-    findings = check_static(choreography)
-    for finding in findings:
-        print(f"  {finding}")
-    errors = sum(f.level == "error" for f in findings)
-    print(f"{path}: static check: {errors} error(s), {len(findings) - errors} warning(s)")
-    return 1 if errors else 0
+        findings = check_static(choreography)
+        for finding in findings:
+            print(f"  {finding}")
+        errors = sum(f.level == "error" for f in findings)
+        print(f"{path}: static check: {errors} error(s), {len(findings) - errors} warning(s)")
+        code = 1 if errors else 0
+    if args.state:
+        code = max(code, _check_state(path, choreography, settings))
+    return code
+
+
+def _check_state(path: Path, choreography: Choreography, settings: Settings) -> int:
+    """What a restart with the file would do to the running deployment's pattern state,
+    read from the state table's changelog topic (every partition, every worker). Exits 1
+    when entries would be dropped, 2 when the state cannot be read."""
+    from choreo.state_evolution import StatePlan, judge_all
+    from tables.pattern_state import decode_entry
+
+    topic = f"{settings.app_id}-pattern-state-changelog"
+    try:
+        latest = asyncio.run(_read_changelog(settings.bootstrap_servers, topic,
+                                             settings.kafka_options()))
+    except Exception as exc:  # noqa: BLE001 - any broker failure is the answer here
+        print(f"{path}: cannot read the state from {topic} at {settings.bootstrap_servers}: "
+              f"{exc!r}", file=sys.stderr)
+        return 2
+    if latest is None:
+        print(f"{path}: no topic {topic} at {settings.bootstrap_servers}: no worker of app "
+              f"id {settings.app_id!r} has kept state there (is CHOREO_APP_ID right?)",
+              file=sys.stderr)
+        return 2
+    entries = []
+    for raw_key, raw in latest.items():
+        found = decode_entry(raw_key, raw)
+        if found is not None:
+            pattern_id, key, slot = found
+            entries.append((pattern_id, key, slot.kind, slot.print_, slot.state))
+    plan = StatePlan.of(choreography)
+    report = judge_all(plan, entries)
+    print(f"{path}: state in {topic}: {len(entries)} entries; a restart with this file would:")
+    for line in report.lines(plan):
+        print(f"  {line}")
+    dropped = report.total_dropped
+    print(f"{path}: state check: {dropped} entries would be dropped")
+    return 1 if dropped else 0
+
+
+async def _read_changelog(bootstrap: str, topic: str, client: dict
+                          ) -> dict[bytes, bytes | None] | None:
+    """The last value of every key of a changelog topic, read up to the end offsets it had
+    when the read began (None: no such topic)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest", group_id=None, **client)
+    await consumer.start()
+    try:
+        found = consumer.partitions_for_topic(topic)
+        if found is None:
+            await consumer._client.force_metadata_update()  # noqa: SLF001
+            found = consumer.partitions_for_topic(topic)
+        if not found:
+            return None
+        partitions = [TopicPartition(topic, p) for p in sorted(found)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        latest: dict[bytes, bytes | None] = {}
+        left = set(partitions)
+        while left:
+            for tp in list(left):
+                if await consumer.position(tp) >= ends[tp]:
+                    left.discard(tp)
+            if not left:
+                break
+            batch = await consumer.getmany(*left, timeout_ms=1000, max_records=5000)
+            for records in batch.values():
+                for record in records:
+                    if record.key is not None:  # compacted: the last record is the state
+                        latest[record.key] = record.value
+        return latest
+    finally:
+        await consumer.stop()
 
 
 def cmd_graph(args: argparse.Namespace, settings: Settings) -> int:
@@ -269,6 +346,11 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("config", nargs="?")
     check.add_argument("--static", action="store_true",
                        help="also check producers, reachability and loops (exit 1 on errors)")
+    check.add_argument("--state", action="store_true",
+                       help="also say what a restart with this file would do to the running "
+                            "deployment's pattern state, read from its changelog topic "
+                            "(CHOREO_BROKER, CHOREO_APP_ID); exit 1 if entries would be dropped, "
+                            "2 if it cannot be read")
     check.set_defaults(func=cmd_check)
 
     graph = sub.add_parser("graph", help="print the choreography as a Mermaid flowchart")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,9 @@ GLOB = re.compile(r"^[A-Za-z0-9_.\-*?\[\]!]+$")
 # A hopping window of length w and hop h puts each event in w/h windows, each a counter in
 # the key's state; past this the state of one key would grow with the ratio.
 MAX_WINDOWS_PER_EVENT = 100
+# Deepest nesting of tables and arrays a file may have: far beyond any real choreography, and
+# well inside the recursion of everything that walks the values afterwards.
+MAX_DEPTH = 64
 GROUP_BY = re.compile(r"^(payload|metadata)(\.[A-Za-z0-9_\-]+)+$|^source$")
 
 
@@ -138,6 +141,8 @@ class Choreography:
     agents: AgentSettings = field(default_factory=AgentSettings)
     routing: Routing = field(default_factory=Routing)
     workflows: tuple[Workflow, ...] = ()
+    # Pattern id -> the id it had before (`renamed_from`): its stored state carries over.
+    renamed_from: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def capabilities(self) -> tuple[str, ...]:
@@ -187,6 +192,14 @@ def parse_choreography(text: str, source: str = "") -> Choreography:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([ConfigIssue("-", "-", f"not valid TOML: {exc}")], source) from None
+    except RecursionError:  # tomllib recurses once per nested inline table or array
+        raise ConfigError([ConfigIssue("-", "-", "tables or arrays nested too deeply to "
+                                       f"read (at most {MAX_DEPTH} levels)")],
+                          source) from None
+    deep = _too_deep(data)
+    if deep is not None:
+        raise ConfigError([ConfigIssue(*deep, f"nested more than {MAX_DEPTH} levels deep")],
+                          source)
     loader = _Loader()
     choreography = loader.load(data, source)
     if loader.issues:
@@ -196,7 +209,7 @@ def parse_choreography(text: str, source: str = "") -> Choreography:
 
 # The fields each kind takes, beyond the common ones.
 COMMON = {"id", "kind", "action", "capability", "priority", "when", "match", "group_by",
-          "allowed_lateness"}
+          "allowed_lateness", "renamed_from"}
 KIND_FIELDS = {
     "event": {"on"},
     "threshold": {"on", "count", "window", "window_kind", "hop"},
@@ -212,6 +225,7 @@ TOPIC_FIELDS = {"prefix", "events", "dead_letter", "capability", "capability_dea
 class _Loader:
     def __init__(self) -> None:
         self.issues: list[ConfigIssue] = []
+        self.renamed_from: dict[str, str] = {}  # pattern id -> its id before
 
     def fail(self, pattern_id: str, field_name: str, reason: str) -> None:
         self.issues.append(ConfigIssue(pattern_id, field_name, reason))
@@ -252,6 +266,8 @@ class _Loader:
             pattern = self.pattern(pattern_id, entry, defaults)
             if pattern is not None:
                 patterns.append(pattern)
+                self.renamed(pattern_id, entry)
+        self.check_renames(seen)
         workflows = parse_workflows(data.get("workflows"), self.issues.append)  # type: ignore[arg-type]
         choreography = Choreography(topics, defaults, tuple(patterns), source,
                                     workflows=workflows)
@@ -273,7 +289,34 @@ class _Loader:
                 self.fail("-", "agents.enabled", "explicit routing needs the agent registry")
         return Choreography(topics, defaults, tuple(patterns), source, workers, monitor,
                             schemas, production, security=security, agents=agents,
-                            routing=routing, workflows=workflows)
+                            routing=routing, workflows=workflows,
+                            renamed_from=dict(self.renamed_from))
+
+    def renamed(self, pid: str, entry: dict[str, Any]) -> None:
+        """Note `renamed_from`: the id whose stored state this pattern takes over."""
+        old = entry.get("renamed_from")
+        if old is None:
+            return
+        if not isinstance(old, str) or not NAME.match(old):
+            self.fail(pid, "renamed_from", "must be the pattern's previous id: letters, "
+                                           "digits, '_', '-' and '.'")
+        elif old == pid:
+            self.fail(pid, "renamed_from", "names the pattern's own id; remove it")
+        else:
+            self.renamed_from[pid] = old
+
+    def check_renames(self, ids: set[str]) -> None:
+        """An old id must be no current pattern's, and carried over to one pattern only."""
+        taken: dict[str, str] = {}
+        for pid, old in self.renamed_from.items():
+            if old in ids:
+                self.fail(pid, "renamed_from", f"{old!r} is the id of a pattern in this file: "
+                                               f"its state stays with it; name an id that "
+                                               f"is gone")
+            elif old in taken:
+                self.fail(pid, "renamed_from", f"pattern {taken[old]!r} is renamed from "
+                                               f"{old!r} already; one pattern takes its state")
+            taken.setdefault(old, pid)
 
     def topics(self, raw: object) -> Topics:
         if not isinstance(raw, dict):
@@ -502,6 +545,34 @@ class _Loader:
         return SequencePattern(**common, steps=steps, max_interval=max_interval, within=within,
                                timeout_action=timeout_action,
                                timeout_capability=timeout_capability)
+
+
+def _too_deep(data: dict[str, Any]) -> tuple[str, str] | None:
+    """(pattern, field) of the first value nested deeper than MAX_DEPTH, or None.
+
+    Walked without recursion, so a file of any depth gets an answer.
+    """
+    stack: list[tuple[object, int, str, str]] = [(data, 0, "-", "")]
+    while stack:
+        value, depth, pattern_id, path = stack.pop()
+        if depth > MAX_DEPTH:
+            return pattern_id, re.split(r"[.\[]", path)[0] or "-"
+        if isinstance(value, dict):
+            items: Iterable[tuple[object, object]] = value.items()
+        elif isinstance(value, list):
+            items = enumerate(value)
+        else:
+            continue
+        for key, item in items:
+            if depth == 1 and path in ("patterns", "sequences") and isinstance(item, dict):
+                name = item.get("id", item.get("sequence_id"))
+                child_pid = name if isinstance(name, str) else f"#{key + 1}"  # type: ignore[operator]
+                stack.append((item, depth + 1, child_pid, ""))
+                continue
+            child_path = f"{path}.{key}" if path and isinstance(key, str) else (
+                f"{path}[{key}]" if path else str(key))
+            stack.append((item, depth + 1, pattern_id, child_path))
+    return None
 
 
 def _unknown(key: str, allowed: set[str], what: str) -> str:

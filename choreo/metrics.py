@@ -64,6 +64,14 @@ SWEEP_BACKLOG = Gauge("choreo_sweep_backlog_partitions",
 STATE_ENTRIES = Gauge("choreo_pattern_state_entries",
                       "Keys in flight in the pattern-state table on this worker (incl. "
                       "correlation summaries).", registry=REGISTRY)
+STATE_DROPPED = Counter("choreo_pattern_state_dropped_total",
+                        "Pattern-state entries deleted because the choreography file has no "
+                        "place for them: their pattern was removed (removed), has another "
+                        "kind (kind_changed), or a definition the state no longer fits "
+                        "(window_changed, steps_changed).", ["reason"], registry=REGISTRY)
+STATE_CARRIED = Counter("choreo_pattern_state_carried_total",
+                        "Pattern-state entries moved to a pattern's new id (renamed_from).",
+                        ["pattern_id"], registry=REGISTRY)
 WATERMARK = Gauge("choreo_watermark_seconds", "Event-time watermark of each partition.",
                   ["partition"], registry=REGISTRY)
 WORKER_RETRIES = Counter("choreo_worker_retries_total",

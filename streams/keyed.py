@@ -52,6 +52,7 @@ from choreo.metrics import (
 )
 from choreo.monitor import slow_flow_alert
 from choreo.patterns import Pattern
+from choreo.state_evolution import StatePlan
 from streams.runtime_metrics import consumer_lag
 from tables.dedup import dedup_key
 from tables.expiring import ExpiringTable
@@ -116,6 +117,7 @@ class KeyedEngine:
         # A replay (streams/replay.py) hands in a store over a plain dict and its own clock.
         self.store = store or PatternStateTable.create(runtime.app, self.partitions,
                                                        choreography.defaults.idle_timeout)
+        self.store.plan = StatePlan.of(choreography)  # stored state is read as the file says
         keyed = [p for p in choreography.patterns if p.kind != "event"]
         self.matchers: dict[str, KeyedMatcher] = {p.id: matcher_for(p, runtime.stats)
                                                   for p in keyed}
@@ -334,7 +336,8 @@ class KeyedEngine:
     def deadline_of(self, pattern_id: str, state: dict | None) -> float | None:
         if pattern_id == TRACKER_ID:
             return self.tracker.deadline(state)
-        return self.matchers[pattern_id].deadline(state)
+        matcher = self.matchers.get(pattern_id)  # None: a pattern the file no longer has
+        return matcher.deadline(state) if matcher is not None else None
 
     # --- deadlines ----------------------------------------------------------------------
 
@@ -356,11 +359,11 @@ class KeyedEngine:
         if not self.ready():
             return 0
         active = self.active_partitions()
+        topic = self.runtime.events_topic.get_topic_name()
         if self.store.stale:
-            held = self.store.rebuild(active, self.deadline_of)
+            held = self.store.rebuild(active, self.deadline_of, topic=topic)
             log.info("pattern state: %d entries on partitions %s", held, sorted(active))
         ran = 0
-        topic = self.runtime.events_topic.get_topic_name()
         began, budget = time.monotonic(), self.tick_budget
         order = sorted(active)
         self._ticks += 1
@@ -434,7 +437,8 @@ class KeyedEngine:
             await buffer.flush()
 
     def group_of(self, pattern_id: str) -> Group:
-        return None if pattern_id == TRACKER_ID else self.patterns[pattern_id].group_by
+        pattern = self.patterns.get(pattern_id)
+        return pattern.group_by if pattern is not None else None
 
     async def expire(self, topic: str, partition: int, entries: list[tuple[str, str]],
                      clocks: dict[str, float]) -> int:

@@ -4,9 +4,13 @@ All keyed patterns share the table `pattern-state`, its keys `"{pattern_id}\\x1f
 A key's state always lives on partition `partition_for(key)` of the events topic (events on
 another partition are re-sent there first), so one worker owns every key it holds.
 
-Each value is JSON: `{"p": partition, "o": {source: offset}, "s": snapshot}`. `o` is the
-offset of the last record applied from each source topic ("e" events, "r" rekeyed); a
-record re-read after a crash whose effect is already in the snapshot is not applied twice.
+Each value is JSON: `{"p": partition, "o": {source: offset}, "s": snapshot, "k": kind,
+"f": fingerprint}`. `o` is the offset of the last record applied from each source topic
+("e" events, "r" rekeyed); a record re-read after a crash whose effect is already in the
+snapshot is not applied twice. `k` and `f` say which definition the snapshot was built
+for: every read judges the entry against the file (`choreo/state_evolution.py`), and the
+rebuild after a start or rebalance deletes what the file no longer has a place for and
+moves what a renamed pattern takes over to its new id.
 
 Deadlines (sequence steps, absence windows, closing windows, correlation expiry) sit in a
 timer index per partition that the timer pops (`tables/timers.py`: a local RocksDB beside
@@ -18,6 +22,7 @@ partition is kept in the table too (key `"\\x00wm\\x1f{clock}"`) so it does not 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 import weakref
@@ -32,8 +37,12 @@ from aiokafka.partitioner import murmur2
 from faust.streams import _current_event  # the context var Faust's tables read
 
 from choreo.matchers.watermark import Watermark
+from choreo.metrics import STATE_CARRIED, STATE_DROPPED
+from choreo.state_evolution import StatePlan
 from tables.raw import read, tight
 from tables.timers import HeapTimers, Timers, timers_for
+
+log = logging.getLogger(__name__)
 
 SEP = "\x1f"
 REBUILD_BATCH = 5_000  # deadlines written to the index at a time when it is rebuilt
@@ -52,6 +61,8 @@ class Slot:
     partition: int
     offsets: dict[str, int]
     state: dict | None
+    kind: str | None = None  # the kind and definition fingerprint it was stored with
+    print_: str | None = None
 
     def applied(self, source: str, offset: int) -> bool:
         return offset <= self.offsets.get(source, -1)
@@ -115,6 +126,8 @@ class PatternStateTable:
     live: Counter = field(default_factory=Counter)  # entries per pattern id held here
     # Wall time, for the idle watermark; a replay (streams/replay.py) runs it on record times.
     clock: Callable[[], float] = time.time
+    # The file's patterns, which stored entries are judged against (None: taken as stored).
+    plan: StatePlan | None = None
 
     @classmethod
     def create(cls, app: faust.App, partitions: int, idle_timeout: float) -> PatternStateTable:
@@ -127,11 +140,26 @@ class PatternStateTable:
     # --- entries ------------------------------------------------------------------------
 
     def load(self, pattern_id: str, key: str) -> Slot | None:
+        """The pattern's entry for key as the file sees it: read under its previous id if it
+        was renamed, adapted to a changed definition, None if the file has no use for it."""
+        plan = self.plan
+        if plan is None:
+            raw = read(self.table, _table_key(pattern_id, key))
+            return None if raw is None else _slot(raw)
+        if not plan.is_current(pattern_id):
+            return None
+        stored_id = pattern_id
         raw = read(self.table, _table_key(pattern_id, key))
+        if raw is None and (old := plan.old_id(pattern_id)) is not None:
+            stored_id, raw = old, read(self.table, _table_key(old, key))
         if raw is None:
             return None
-        data = orjson.loads(raw)
-        return Slot(data["p"], data["o"], data["s"])
+        slot = _slot(raw)
+        verdict = plan.judge(stored_id, slot.kind, slot.print_, slot.state)
+        if verdict.dropped:
+            return None
+        slot.state = verdict.state
+        return slot
 
     def save(self, pattern_id: str, key: str, partition: int, state: dict | None,
              offsets: dict[str, int], deadline: float | None, existed: bool) -> None:
@@ -140,6 +168,12 @@ class PatternStateTable:
         `existed` says whether the caller loaded an entry, which saves a read per write.
         """
         tkey = _table_key(pattern_id, key)
+        old = self.plan.old_id(pattern_id) if self.plan else None
+        if old is not None:  # renamed: what was loaded may still sit under the old id
+            okey = _table_key(old, key)
+            if read(self.table, okey) is not None:
+                del self.table[okey]
+                existed = read(self.table, tkey) is not None
         if state is None:
             if existed:
                 del self.table[tkey]
@@ -147,7 +181,11 @@ class PatternStateTable:
             return
         if not existed:
             self.live[pattern_id] += 1
-        self.table[tkey] = tight(orjson.dumps({"p": partition, "o": offsets, "s": state}))
+        kind, print_ = self.plan.stored(pattern_id) if self.plan else (None, None)
+        value = {"p": partition, "o": offsets, "s": state}
+        if kind is not None:
+            value.update(k=kind, f=print_)
+        self.table[tkey] = tight(orjson.dumps(value))
         if deadline is not None:
             self.schedule(partition, deadline, pattern_id, key)
 
@@ -178,12 +216,9 @@ class PatternStateTable:
     def entries(self) -> Iterable[tuple[str, str, Slot]]:
         """Every (pattern id, key, slot) held locally (the active partitions' stores)."""
         for raw_key, raw in self.table.items():
-            tkey = raw_key.decode()
-            if tkey.startswith(WM_PREFIX) or raw is None:
-                continue
-            pattern_id, _, key = tkey.partition(SEP)
-            data = orjson.loads(raw)
-            yield pattern_id, key, Slot(data["p"], data["o"], data["s"])
+            entry = decode_entry(raw_key, raw)
+            if entry is not None:
+                yield entry
 
     def count(self) -> int:
         return sum(1 for _ in self.entries())
@@ -227,9 +262,10 @@ class PatternStateTable:
 
     # --- rebalancing --------------------------------------------------------------------
 
-    def rebuild(self, active: set[int], deadline_of: Any) -> int:
+    def rebuild(self, active: set[int], deadline_of: Any, topic: str = "") -> int:
         """Recreate the deadline index and watermarks for the active partitions from the
-        table."""
+        table, first bringing its entries in line with the file (`evolve`); `topic` is the
+        events topic, whose partitions name the table's."""
         self.timers.clear()
         wall = self.clock()
         clocks = {f"{source}{p}" for p in active for source in ("e", "r")}
@@ -251,9 +287,7 @@ class PatternStateTable:
         n = 0
         self.live = Counter()
         batches: dict[int, list[tuple[float, str]]] = {}
-        for pattern_id, key, slot in self.entries():
-            if slot.partition not in active:
-                continue
+        for pattern_id, key, slot in self.evolve(active, topic):
             n += 1
             self.live[pattern_id] += 1
             deadline = deadline_of(pattern_id, slot.state)
@@ -267,6 +301,44 @@ class PatternStateTable:
             self.timers.add_many(partition, batch)
         self.stale = False
         return n
+
+    def evolve(self, active: set[int], topic: str) -> Iterator[tuple[str, str, Slot]]:
+        """The active partitions' entries as the file sees them; on the way, delete the
+        ones it has no place for and move renamed patterns' entries to their new ids.
+
+        Logs and counts (`choreo_pattern_state_dropped_total`) what it dropped or moved.
+        Entries are handed on as they are read; only the ones to change are held, and
+        changed once the table has been read through.
+        """
+        dropped: list[tuple[str, str, int, str]] = []  # stored id, key, partition, reason
+        moved: list[tuple[str, str, Slot, str]] = []  # stored id, key, slot, new id
+        for stored_id, key, slot in self.entries():
+            if slot.partition not in active:
+                continue
+            if self.plan is not None:
+                verdict = self.plan.judge(stored_id, slot.kind, slot.print_, slot.state)
+                if verdict.dropped:
+                    dropped.append((stored_id, key, slot.partition, verdict.reason or ""))
+                    continue
+                slot.state = verdict.state
+                if verdict.pattern_id != stored_id:
+                    moved.append((stored_id, key, slot, verdict.pattern_id or ""))
+                    continue
+            yield stored_id, key, slot
+        for stored_id, key, partition, _reason in dropped:
+            with writing_partition(topic, partition):
+                del self.table[_table_key(stored_id, key)]
+        carried: Counter = Counter()
+        for stored_id, key, slot, new_id in moved:
+            with writing_partition(topic, slot.partition):
+                del self.table[_table_key(stored_id, key)]
+                carried[(stored_id, new_id)] += 1
+                if read(self.table, _table_key(new_id, key)) is not None:
+                    continue  # written under the new id since: that state is newer
+                self.save(new_id, key, slot.partition, slot.state, slot.offsets, None,
+                          existed=True)
+            yield new_id, key, slot
+        _report(Counter((reason, pid) for pid, _, _, reason in dropped), carried)
 
 
 @dataclass
@@ -319,6 +391,41 @@ class BatchWrites:
             written += 1
         self.pending.clear()
         return written
+
+
+def decode_entry(raw_key: bytes, raw: bytes | None) -> tuple[str, str, Slot] | None:
+    """(pattern id, key, slot) of a stored record; None for watermarks and deletions."""
+    tkey = raw_key.decode()
+    if tkey.startswith(WM_PREFIX) or raw is None:
+        return None
+    pattern_id, _, key = tkey.partition(SEP)
+    return pattern_id, key, _slot(raw)
+
+
+def _slot(raw: bytes) -> Slot:
+    data = orjson.loads(raw)
+    return Slot(data["p"], data["o"], data["s"], data.get("k"), data.get("f"))
+
+
+def _report(dropped: Counter, carried: Counter) -> None:
+    """Log once what a rebuild dropped and carried over, and count it."""
+    by_reason: Counter = Counter()
+    for (reason, _pattern_id), n in dropped.items():
+        by_reason[reason] += n
+    for reason, n in by_reason.items():
+        STATE_DROPPED.labels(reason).inc(n)
+    if dropped:
+        log.warning("pattern state: dropped %d entries the choreography file has no place "
+                    "for: %s", sum(dropped.values()),
+                    ", ".join(f"{pid!r} {n} ({reason})"
+                              for (reason, pid), n in sorted(dropped.items())))
+    for (_old, new), n in carried.items():
+        STATE_CARRIED.labels(new).inc(n)
+    if carried:
+        log.warning("pattern state: carried %d entries over to renamed patterns: %s",
+                    sum(carried.values()),
+                    ", ".join(f"{old!r} -> {new!r} {n}"
+                              for (old, new), n in sorted(carried.items())))
 
 
 def _table_key(pattern_id: str, key: str) -> bytes:

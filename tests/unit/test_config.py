@@ -618,3 +618,78 @@ def test_seed_sequences_entry_defaults_to_sixty_seconds(choreography_factory):
     }]).patterns
 
     assert pattern.max_interval == 60.0
+
+
+# --- renamed patterns and deep nesting --------------------------------------------------------
+
+def test_renamed_from_names_the_id_whose_state_a_pattern_takes_over(choreography_factory,
+                                                                     pattern_factory):
+    choreography = choreography_factory(
+        pattern_factory("sequence", id="checkout-v2", renamed_from="checkout"))
+    assert choreography.renamed_from == {"checkout-v2": "checkout"}
+
+
+@pytest.mark.parametrize(("renames", "pattern_id", "reason"), [
+    pytest.param({"a": "b"}, "a", "'b' is the id of a pattern in this file", id="old-id-in-use"),
+    pytest.param({"a": "old", "b": "old"}, "b", "pattern 'a' is renamed from 'old' already",
+                 id="two-patterns-one-old-id"),
+    pytest.param({"a": "a"}, "a", "names the pattern's own id", id="own-id"),
+    pytest.param({"a": "not an id"}, "a", "must be the pattern's previous id", id="bad-id"),
+    pytest.param({"a": 3}, "a", "must be the pattern's previous id", id="not-a-string"),
+])
+def test_a_bad_renamed_from_names_the_pattern_field_and_reason(
+        renames, pattern_id, reason, pattern_factory, toml_factory):
+    tables = [pattern_factory("threshold", id=pid, **({"renamed_from": renames[pid]}
+                                                       if pid in renames else {}))
+              for pid in ("a", "b")]
+    [(pid, field, why)] = issues_of(toml_factory(*tables))
+    assert (pid, field) == (pattern_id, "renamed_from")
+    assert reason in why
+
+
+@pytest.mark.parametrize("value", [
+    pytest.param("{a = " * 5000 + "1" + "}" * 5000, id="inline-tables"),
+    pytest.param("[" * 5000 + "]" * 5000, id="arrays"),
+])
+def test_a_deeply_nested_value_is_a_config_error_not_a_recursion_error(value: str):
+    [(pid, field, reason)] = issues_of(f"x = {value}\n")
+    assert (pid, field) == ("-", "-")
+    assert "nested too deeply" in reason
+
+
+def test_a_deep_value_in_a_pattern_names_the_pattern_and_field(pattern_factory, toml_factory):
+    text = toml_factory(pattern_factory("event", id="deep"))
+    text += "match = " + "{a = " * 100 + "1" + "}" * 100 + "\n"
+    [(pid, field, reason)] = issues_of(text)
+    assert (pid, field) == ("deep", "match")
+    assert "nested more than 64 levels deep" in reason
+
+
+def test_choreo_check_reports_a_deep_file_in_one_paragraph(tmp_path: Path, capsys):
+    from choreo.cli import main
+
+    path = tmp_path / "deep.toml"
+    path.write_text("x = " + "{a = " * 5000 + "1" + "}" * 5000 + "\n")
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.splitlines()) == 2
+    assert "pattern '-', field '-': tables or arrays nested too deeply" in err
+
+
+def test_the_worker_refuses_a_deep_file_at_start_in_one_paragraph(tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    path = tmp_path / "deep.toml"
+    path.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    env = {**os.environ, "CHOREO_CONFIG": str(path), "CHOREO_DATA_DIR": str(tmp_path),
+           "PYTHONPATH": str(repo)}
+    done = subprocess.run([sys.executable, "-m", "faust", "-A", "topology", "worker"],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "RecursionError" not in done.stderr
+    assert ("choreo: cannot start, the choreography file is invalid: 1 problem(s) in "
+            f"{path}:\n  - pattern '-', field '-': tables or arrays nested too deeply"
+            in done.stderr)
