@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import faust
 import orjson
 
-from choreo.actions import Action, by_priority
+from choreo.actions import Action, RecordRefused, by_priority, encode_record
 from choreo.app import Runtime
 from choreo.dead_letter import Origin
 from choreo.envelope import Event, InvalidEvent, parse_event
@@ -315,22 +315,58 @@ class KeyedEngine:
 
     async def send_timed(self, actions: Sequence[tuple[Action, float | None]],
                          wait: bool = True) -> None:
-        """`send` for actions each with the event time of the event that fired it."""
+        """`send` for actions each with the event time of the event that fired it.
+
+        An action that would not fit (`encode_record`) is not sent: what fired it is
+        dead-lettered (`refuse_action`) and the other actions go on.
+        """
         pending = []
+        limit = self.action_limit()
         for action, event_ts in actions:
             topic, route_headers = self.runtime.action_target(action)
             correlation = action.event.correlation_id
+            key = correlation.encode() if correlation else None
             headers = self.runtime.sign(action.event)
             if route_headers:
                 headers = [*(headers or []), *route_headers]
-            pending.append(await self.runtime.produce(
-                topic, correlation.encode() if correlation else None, action.event.to_bytes(),
-                headers))
+            try:
+                value = encode_record(action.event, key, headers, limit)
+                pending.append(await self.runtime.produce(topic, key, value, headers))
+            except RecordRefused as exc:
+                await self.refuse_action(action, exc, limit)
+                continue
             child(ACTIONS_SENT, action.event.payload["pattern_id"], action.capability).inc()
             if event_ts is not None:
                 ACTION_LATENCY.observe(max(0.0, time.time() - event_ts))
         if pending and wait:
             await asyncio.gather(*pending)
+
+    def action_limit(self) -> int:
+        """The largest action record: what workers read, and what the producer sends."""
+        return min(self.runtime.choreography.defaults.max_event_bytes,
+                   self.runtime.app.conf.producer_max_request_size)
+
+    async def refuse_action(self, action: Action, exc: RecordRefused, limit: int) -> None:
+        """Dead-letter the record that fired an action that cannot be sent (`action_<reason>`,
+        e.g. `action_too_large`); a deadline's action goes there itself, without its data."""
+        payload = action.event.payload
+        detail = (f"pattern {payload['pattern_id']}, action {payload['action']} "
+                  f"(capability {action.capability}): {exc.detail}")
+        reason = f"action_{exc.reason}"
+        record = action.fired_by
+        if record is not None:
+            message = record.message
+            headers = {k: v for k, v in (message.headers or [])}
+            origin = _origin(headers.get(ORIGIN_HEADER), message)
+            await self.runtime.dead_letter(record.value, message.key, reason, detail, origin,
+                                           stage="actions")
+            return
+        stub = {**action.event.as_dict(), "payload": {**payload, "data": None}}
+        topic = self.runtime.action_target(action)[0].get_topic_name()
+        await self.runtime.dead_letter(
+            orjson.dumps(stub), (action.event.correlation_id or "").encode() or None, reason,
+            f"{detail}; fired by a deadline, sent here without its data", Origin(topic, -1, -1),
+            stage="actions")
 
     def deadline_of(self, pattern_id: str, state: dict | None) -> float | None:
         if pattern_id == TRACKER_ID:

@@ -72,7 +72,9 @@ def test_an_action_that_always_fails_is_dead_lettered_and_redriven_once(worker: 
     correlation = send(worker, "test.until_fixed", {"fixed_when": str(fixed)})
     wait_until(lambda: "action.failed" in kinds(worker, correlation), timeout=60)
     failed = flow(worker, correlation)[-1]
-    assert failed["payload"]["error"] == "RuntimeError: downstream is down"
+    assert failed["payload"]["error"] == ("handler fail_until_fixed (tests.integration."
+                                          "flaky_handlers.fail_until_fixed) raised "
+                                          "RuntimeError: downstream is down")
     assert failed["payload"]["attempts"] == 4
     [record] = [r for r in dead_letters(worker, "flaky")
                 if orjson.loads(r.value)["metadata"]["correlation_id"] == correlation]
