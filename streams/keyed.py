@@ -321,6 +321,7 @@ class KeyedEngine:
         dead-lettered (`refuse_action`) and the other actions go on.
         """
         pending = []
+        refused: list[tuple[Action, RecordRefused]] = []
         limit = self.action_limit()
         for action, event_ts in actions:
             topic, route_headers = self.runtime.action_target(action)
@@ -333,11 +334,13 @@ class KeyedEngine:
                 value = encode_record(action.event, key, headers, limit)
                 pending.append(await self.runtime.produce(topic, key, value, headers))
             except RecordRefused as exc:
-                await self.refuse_action(action, exc, limit)
+                refused.append((action, exc))
                 continue
             child(ACTIONS_SENT, action.event.payload["pattern_id"], action.capability).inc()
             if event_ts is not None:
                 ACTION_LATENCY.observe(max(0.0, time.time() - event_ts))
+        if refused:
+            await self.refuse_actions(refused)
         if pending and wait:
             await asyncio.gather(*pending)
 
@@ -346,27 +349,37 @@ class KeyedEngine:
         return min(self.runtime.choreography.defaults.max_event_bytes,
                    self.runtime.app.conf.producer_max_request_size)
 
-    async def refuse_action(self, action: Action, exc: RecordRefused, limit: int) -> None:
-        """Dead-letter the record that fired an action that cannot be sent (`action_<reason>`,
-        e.g. `action_too_large`); a deadline's action goes there itself, without its data."""
-        payload = action.event.payload
-        detail = (f"pattern {payload['pattern_id']}, action {payload['action']} "
-                  f"(capability {action.capability}): {exc.detail}")
-        reason = f"action_{exc.reason}"
-        record = action.fired_by
-        if record is not None:
-            message = record.message
-            headers = {k: v for k, v in (message.headers or [])}
-            origin = _origin(headers.get(ORIGIN_HEADER), message)
-            await self.runtime.dead_letter(record.value, message.key, reason, detail, origin,
-                                           stage="actions")
-            return
-        stub = {**action.event.as_dict(), "payload": {**payload, "data": None}}
-        topic = self.runtime.action_target(action)[0].get_topic_name()
-        await self.runtime.dead_letter(
-            orjson.dumps(stub), (action.event.correlation_id or "").encode() or None, reason,
-            f"{detail}; fired by a deadline, sent here without its data", Origin(topic, -1, -1),
-            stage="actions")
+    async def refuse_actions(self, refused: Sequence[tuple[Action, RecordRefused]]) -> None:
+        """Dead-letter, once, each record that fired actions that cannot be sent (reason
+        `action_<reason>`, e.g. `action_too_large`); a deadline's action goes there itself,
+        without its data."""
+        by_record: dict[int, tuple[Action, list[str], str]] = {}
+        for action, exc in refused:
+            payload = action.event.payload
+            log.warning("action %s of pattern %s not sent: %s", payload["action"],
+                        payload["pattern_id"], exc)
+            detail = (f"pattern {payload['pattern_id']}, action {payload['action']} "
+                      f"(capability {action.capability}): {exc.detail}")
+            slot = id(action.fired_by) if action.fired_by is not None else id(action)
+            first = by_record.setdefault(slot, (action, [], f"action_{exc.reason}"))
+            first[1].append(detail)
+        for action, details, reason in by_record.values():
+            record = action.fired_by
+            if record is not None:
+                message = record.message
+                headers = dict(message.headers or [])
+                await self.runtime.dead_letter(
+                    record.value, message.key, reason, "; ".join(details),
+                    _origin(headers.get(ORIGIN_HEADER), message), stage="actions")
+                continue
+            stub = {**action.event.as_dict(),
+                    "payload": {**action.event.payload, "data": None}}
+            topic = self.runtime.action_target(action)[0].get_topic_name()
+            correlation = action.event.correlation_id
+            await self.runtime.dead_letter(
+                orjson.dumps(stub), correlation.encode() if correlation else None, reason,
+                f"{details[0]}; fired by a deadline, sent here without its data",
+                Origin(topic, -1, -1), stage="actions")
 
     def deadline_of(self, pattern_id: str, state: dict | None) -> float | None:
         if pattern_id == TRACKER_ID:
