@@ -287,7 +287,7 @@ def add_worker(runtime: Runtime, capability: str, actions: Mapping[str, Handler]
 
     async def handle_actions(stream: faust.StreamT) -> None:
         async for record in stream.events():
-            await handle_isolated(worker, record)
+            await handle_record(worker, record)
 
     handle_actions.__name__ = f"handle_{capability}_actions"
     runtime.app.agent(runtime.capability_topic(capability),
@@ -329,10 +329,12 @@ def _header(headers: Any, name: str) -> str | None:
     return None
 
 
-async def handle_isolated(worker: CapabilityWorker, record: Any,
-                          handled: ExpiringTable | None = None) -> None:
-    """`handle_record`, with an unexpected exception dead-lettering the record to the
-    capability's dead-letter topic (reason `worker_error`) instead of ending the agent."""
+async def handle_record(worker: CapabilityWorker, record: Any,
+                        handled: ExpiringTable | None = None) -> None:
+    """`handle_action_record`, with an unexpected exception dead-lettering the record to
+    the capability's dead-letter topic (reason `worker_error`, the exception's class in
+    `choreo.dlq.exception`) instead of ending the agent or, reading an inbox, reading the
+    record again for ever."""
 
     async def refuse(exc: Exception) -> None:
         message = record.message
@@ -342,11 +344,11 @@ async def handle_isolated(worker: CapabilityWorker, record: Any,
             f"worker.{worker.capability}", topic=worker.dead_letter_topic,
             extra=exception_headers(exc))
 
-    await isolate(handle_record(worker, record, handled), refuse)
+    await isolate(handle_action_record(worker, record, handled), refuse)
 
 
-async def handle_record(worker: CapabilityWorker, record: Any,
-                        handled: ExpiringTable | None = None) -> None:
+async def handle_action_record(worker: CapabilityWorker, record: Any,
+                               handled: ExpiringTable | None = None) -> None:
     """Handle one record of an action topic: a Faust event, or anything with the same
     `value` and `message` (topic, partition, offset, key, headers, timestamp in seconds).
 

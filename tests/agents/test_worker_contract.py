@@ -175,3 +175,22 @@ async def test_a_result_too_large_to_publish_fails_the_action(runtime, sent):
     out = events(sent)
     assert [e["event_type"] for e in out] == ["action.started", "action.failed"]
     assert max(len(v) for v in sent.values("events")) < limit
+
+
+async def test_a_bad_record_in_an_agents_inbox_is_dead_lettered_not_read_again(runtime, sent):
+    """An inbox (agents/inbox.py) restarts from its committed offset after an exception:
+    the record must be dead-lettered instead, or the inbox would stop at it."""
+    from agents.inbox import InboxMessage, InboxRecord
+    from agents.worker import handle_record
+    from tables.expiring import ExpiringTable
+
+    worker, _clock = setup(runtime, fixed)
+    raw = action_bytes("ord-x1")[0].replace(
+        b'"pattern_id":"inventory-confirmed"', b'"pattern_id":' + b"[" * 300 + b"]" * 300)
+    inbox = f"{TOPIC}.agent-1"
+    record = InboxRecord(raw, InboxMessage(inbox, 0, 7, b"ord-x1", [], 0.0))
+    await handle_record(worker, record, ExpiringTable({}, horizon=60.0, every=60.0))
+    [(key, value, headers)] = sent.records[DLQ]
+    assert (key, value) == (b"ord-x1", raw)
+    info = read_dead_letter_headers(headers)
+    assert (info["reason"], info["topic"], info["offset"]) == ("worker_error", inbox, "7")
