@@ -28,7 +28,7 @@ from typing import Any
 import faust
 
 from agents.progress import TaskProgress
-from choreo.actions import ACTION_REQUESTED, RecordRefused, encode_record
+from choreo.actions import ACTION_REQUESTED, RecordRefused, encode_record, record_limit
 from choreo.app import Runtime, raw_topic
 from choreo.dead_letter import HEADER_PREFIX, Origin, exception_headers, isolate
 from choreo.envelope import EVENT_TYPE, Event, InvalidEvent, new_event, parse_event
@@ -447,8 +447,7 @@ def encode_outcome(worker: CapabilityWorker, action: Event, outcome: Attempt, du
     `event_too_large` or `event_unencodable`, not retried: the handler has run).
     """
     runtime, capability = worker.runtime, worker.capability
-    limit = min(runtime.choreography.defaults.max_event_bytes,
-                runtime.app.conf.producer_max_request_size)
+    limit = record_limit(runtime.choreography.defaults.max_event_bytes, runtime.app)
     out = []
     for event in outcome_events(action, capability, outcome.results, outcome.error, duration,
                                 generation=generation, extra=extra):

@@ -5,8 +5,8 @@ event. Every record the engine or a worker sends is checked before it goes out
 (`encode_record`): a record whose encoding is larger than `max_event_bytes` (key, headers
 and Kafka's record overhead counted as the producer counts them) is not sent, since no
 reader would accept it; the caller dead-letters what caused it instead. The producer's
-`max_request_size` is `max_event_bytes` plus `DEAD_LETTER_HEADROOM`, so that any record
-the engine accepted can be dead-lettered with its headers.
+`max_request_size` is the larger of `max_event_bytes` and Kafka's default message size, plus
+`DEAD_LETTER_HEADROOM`, so that any record read can be dead-lettered with its headers.
 """
 
 from __future__ import annotations
@@ -28,11 +28,22 @@ _NAMESPACE = uuid.UUID("6f1c3d2e-8a4b-5c6d-9e0f-1a2b3c4d5e6f")
 # Room above `max_event_bytes` in the producer's request size for a dead-letter record's
 # headers (the detail is cut at 1,000 characters) and for signature headers.
 DEAD_LETTER_HEADROOM = 64 * 1024
+# Kafka's default `message.max.bytes`: a record refused as larger than `max_event_bytes`
+# can be this large, and is dead-lettered with its bytes too.
+BROKER_MESSAGE_BYTES = 1024 * 1024 + 12
 
 
 def producer_request_size(max_event_bytes: int) -> int:
-    """The producer's `max_request_size`: an accepted record fits with dead-letter headers."""
-    return max_event_bytes + DEAD_LETTER_HEADROOM
+    """The producer's `max_request_size`: any record read, even one refused as too large,
+    fits with dead-letter headers."""
+    return max(max_event_bytes, BROKER_MESSAGE_BYTES) + DEAD_LETTER_HEADROOM
+
+
+def record_limit(max_event_bytes: int, app: Any) -> int:
+    """The largest record the engine or a worker sends: what readers accept, and at most the
+    producer's `max_request_size` (an app without a producer, a replay's, has none)."""
+    producer = getattr(getattr(app, "conf", None), "producer_max_request_size", None)
+    return min(max_event_bytes, producer) if isinstance(producer, int) else max_event_bytes
 
 
 def record_size(key: bytes | None, value: bytes | None,

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import faust
 import orjson
 
-from choreo.actions import Action, RecordRefused, by_priority, encode_record
+from choreo.actions import Action, RecordRefused, by_priority, encode_record, record_limit
 from choreo.app import Runtime
 from choreo.dead_letter import Origin
 from choreo.envelope import Event, InvalidEvent, parse_event
@@ -346,8 +346,8 @@ class KeyedEngine:
 
     def action_limit(self) -> int:
         """The largest action record: what workers read, and what the producer sends."""
-        return min(self.runtime.choreography.defaults.max_event_bytes,
-                   self.runtime.app.conf.producer_max_request_size)
+        return record_limit(self.runtime.choreography.defaults.max_event_bytes,
+                            self.runtime.app)
 
     async def refuse_actions(self, refused: Sequence[tuple[Action, RecordRefused]]) -> None:
         """Dead-letter, once, each record that fired actions that cannot be sent (reason

@@ -106,3 +106,12 @@ def test_encode_record_counts_as_the_producer_does():
         encode_record(event, b"k", [("h", b"v")], size - 1)
     assert refused.value.reason == "too_large" and refused.value.size == size
     assert Action("c", 1, event) == Action("c", 1, event, fired_by=object())
+
+
+def test_the_producer_can_dead_letter_any_record_the_broker_delivers():
+    """A record refused as larger than a small max_event_bytes is still dead-lettered whole."""
+    from choreo.actions import BROKER_MESSAGE_BYTES, producer_request_size
+
+    for max_event_bytes in (256, 64 * 1024, 1024 * 1024, 4 * 1024 * 1024):
+        room = producer_request_size(max_event_bytes)
+        assert room >= max(max_event_bytes, BROKER_MESSAGE_BYTES) + 1000 + 200
