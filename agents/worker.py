@@ -12,6 +12,12 @@ refuses, goes to the capability's dead-letter topic with the error in headers, a
 `action.failed` is published. A circuit breaker per capability stops attempts while the
 handler keeps failing: actions then wait (the worker stops reading that capability's
 topic) until the cool-down is over, so none is lost or dead-lettered because of it.
+
+What a handler returns is checked in `run_handler`: anything but a list of `Result` fails the
+attempt (`bad_result`, retried like an exception); errors name the handler. Outcome events
+are checked to fit before they are sent: a result event too large or not encodable fails
+the action (`event_too_large`, `event_unencodable`). Any other exception while handling a
+record dead-letters that record (`worker_error`) and the stream goes on.
 """
 
 from __future__ import annotations
