@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 
@@ -16,6 +18,15 @@ from tests.agents.conftest import record_sends
 from tests.agents.test_match_events import agent
 
 pytestmark = pytest.mark.asyncio
+
+
+async def sent_to(sent, topic: str, count: int, timeout: float = 10.0) -> None:  # noqa: ANN001
+    """Wait until `count` records went to `topic`: a batch may still be running after put()."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while len(sent.records.get(topic, [])) < count:
+        assert loop.time() < deadline, sent.records.keys()
+        await asyncio.sleep(0.01)
 
 
 def sized_order(order_id: str, size: int, value: float = 2500.0) -> bytes:
@@ -48,6 +59,8 @@ async def test_an_event_whose_actions_would_not_fit_is_dead_lettered_and_its_nei
         await ag.put(value=orjson.dumps(order("ord-a", [("SKU-BOOK", 1)], 10.0)), key=b"ord-a")
         await ag.put(value=big, key=b"ord-big")
         await ag.put(value=orjson.dumps(order("ord-b", [("SKU-BOOK", 1)], 10.0)), key=b"ord-b")
+        await sent_to(sent, "capability.inventory_management", 2)
+        await sent_to(sent, "events.dlq", 1)
     inventory = [orjson.loads(v) for v in sent.values("capability.inventory_management")]
     assert [a["metadata"]["correlation_id"] for a in inventory] == ["ord-a", "ord-b"]
     assert "capability.fraud_detection" not in sent.records
@@ -71,6 +84,8 @@ async def test_an_event_nested_too_deep_to_copy_into_an_action_is_dead_lettered(
     async with agent(runtime, "match_events").test_context() as ag:
         await ag.put(value=raw, key=b"ord-deep")
         await ag.put(value=orjson.dumps(order("ord-c", [("SKU-BOOK", 1)], 10.0)), key=b"ord-c")
+        await sent_to(sent, "capability.inventory_management", 1)
+        await sent_to(sent, "events.dlq", 1)
     inventory = [orjson.loads(v) for v in sent.values("capability.inventory_management")]
     assert [a["metadata"]["correlation_id"] for a in inventory] == ["ord-c"]
     [(_key, value, headers)] = sent.records["events.dlq"]
@@ -115,3 +130,54 @@ def test_the_producer_can_dead_letter_any_record_the_broker_delivers():
     for max_event_bytes in (256, 64 * 1024, 1024 * 1024, 4 * 1024 * 1024):
         room = producer_request_size(max_event_bytes)
         assert room >= max(max_event_bytes, BROKER_MESSAGE_BYTES) + 1000 + 200
+
+
+async def test_a_record_the_producer_refuses_as_too_large_is_dead_lettered_not_a_crash(engine):
+    """Should the producer still refuse a record the size check let through (its own limit
+    configured lower), the send path dead-letters it like any action that does not fit."""
+    from types import SimpleNamespace
+
+    from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+    from faust.exceptions import ProducerSendError
+
+    from choreo.app import Runtime
+
+    async def refusing(*_args, **_kwargs):  # noqa: ANN002, ANN003, ANN202
+        try:
+            raise MessageSizeTooLargeError("The message is 999 bytes when serialized")
+        except MessageSizeTooLargeError as exc:
+            raise ProducerSendError(f"Error while sending: {exc!r}") from exc
+
+    async def down(*_args, **_kwargs):  # noqa: ANN002, ANN003, ANN202
+        try:
+            raise KafkaConnectionError("broker gone")
+        except KafkaConnectionError as exc:
+            raise ProducerSendError(f"Error while sending: {exc!r}") from exc
+
+    runtime, sent = engine
+    topic = runtime.capability_topic("inventory_management")
+    fake = SimpleNamespace(app=SimpleNamespace(producer=SimpleNamespace(send=refusing)))
+    with pytest.raises(RecordRefused) as refused:
+        await Runtime.produce(fake, topic, b"k", b"v")
+    assert refused.value.reason == "too_large" and "999 bytes" in refused.value.detail
+    fake.app.producer.send = down
+    with pytest.raises(ProducerSendError):  # the broker's fault: no commit, read again
+        await Runtime.produce(fake, topic, b"k", b"v")
+
+    async def produce(topic, key, value, headers=None):  # noqa: ANN001, ANN202
+        if b"ord-huge" in value:
+            raise RecordRefused("too_large", "The message is 999 bytes when serialized")
+        return await topic.send(key=key, value=value, headers=headers)
+
+    runtime.produce = produce
+    raw = orjson.dumps(order("ord-huge", [("SKU-BOOK", 1)], 10.0))
+    async with agent(runtime, "match_events").test_context() as ag:
+        await ag.put(value=raw, key=b"ord-huge")
+        await ag.put(value=orjson.dumps(order("ord-d", [("SKU-BOOK", 1)], 10.0)), key=b"ord-d")
+        await sent_to(sent, "capability.inventory_management", 1)
+        await sent_to(sent, "events.dlq", 1)
+    inventory = [orjson.loads(v) for v in sent.values("capability.inventory_management")]
+    assert [a["metadata"]["correlation_id"] for a in inventory] == ["ord-d"]
+    [(_key, value, headers)] = sent.records["events.dlq"]
+    assert value == raw
+    assert read_dead_letter_headers(headers)["reason"] == "action_too_large"
