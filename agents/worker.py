@@ -12,6 +12,12 @@ refuses, goes to the capability's dead-letter topic with the error in headers, a
 `action.failed` is published. A circuit breaker per capability stops attempts while the
 handler keeps failing: actions then wait (the worker stops reading that capability's
 topic) until the cool-down is over, so none is lost or dead-lettered because of it.
+
+What a handler returns is checked in `run_handler`: anything but a list of `Result` fails the
+attempt (`bad_result`, retried like an exception); errors name the handler. Outcome events
+are checked to fit before they are sent: a result event too large or not encodable fails
+the action (`event_too_large`, `event_unencodable`). Any other exception while handling a
+record dead-letters that record (`worker_error`) and the stream goes on.
 """
 
 from __future__ import annotations
@@ -28,10 +34,10 @@ from typing import Any
 import faust
 
 from agents.progress import TaskProgress
-from choreo.actions import ACTION_REQUESTED
+from choreo.actions import ACTION_REQUESTED, RecordRefused, encode_record, record_limit
 from choreo.app import Runtime, raw_topic
-from choreo.dead_letter import HEADER_PREFIX, Origin
-from choreo.envelope import Event, InvalidEvent, new_event, parse_event
+from choreo.dead_letter import HEADER_PREFIX, Origin, exception_headers, isolate
+from choreo.envelope import EVENT_TYPE, Event, InvalidEvent, new_event, parse_event
 from choreo.metrics import (
     BREAKER_STATE,
     DUPLICATES,
@@ -137,21 +143,66 @@ class Attempt:
     retryable: bool = False
 
 
+ERROR_CHARS = 1000  # an error message is cut here: action.failed must stay small
+
+
+def handler_name(handler: Any, action: str) -> str:
+    """How errors name a handler: the action and the function that handles it."""
+    function = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+    return f"{action} ({getattr(handler, '__module__', '?')}.{function})"
+
+
+def _type_name(value: object) -> str:
+    if isinstance(value, list | tuple):
+        inner = sorted({type(v).__name__ for v in value if not isinstance(v, Result)})
+        return f"{type(value).__name__} of {', '.join(inner)}"
+    return type(value).__name__
+
+
+def check_results(returned: object) -> list[Result]:
+    """The handler contract: a list (or tuple) of `Result(event_type: str, payload: Mapping)`
+    with a valid event type; raises TypeError saying what was returned instead."""
+    if not isinstance(returned, list | tuple) or not all(
+        isinstance(r, Result) for r in returned
+    ):
+        raise TypeError(f"returned {_type_name(returned)}, expected a list of Result")
+    for r in returned:
+        if not isinstance(r.event_type, str) or not EVENT_TYPE.match(r.event_type):
+            raise TypeError(f"returned Result with event_type {r.event_type!r}, expected "
+                            "dot-separated words")
+        if not isinstance(r.payload, Mapping):
+            raise TypeError(f"returned Result {r.event_type} with a payload of "
+                            f"{type(r.payload).__name__}, expected a mapping")
+    return list(returned)
+
+
 async def run_handler(handler: Handler | None, action: Event, timeout: float) -> Attempt:
-    """Run a handler once; exceptions and timeouts are retryable, refusals are not."""
+    """Run a handler once and check what it returned (`check_results`).
+
+    Exceptions, timeouts and results that break the contract are retryable; refusals are
+    not. The error names the handler.
+    """
+    name = action.payload.get("action")
     if handler is None:
-        return Attempt(None, f"no handler for action {action.payload.get('action')!r}",
-                       "no_handler")
+        return Attempt(None, f"no handler for action {name!r}", "no_handler")
+    who = handler_name(handler, str(name))
     try:
-        return Attempt(list(await asyncio.wait_for(handler(action), timeout)))
+        returned = await asyncio.wait_for(handler(action), timeout)
     except TimeoutError:
-        return Attempt(None, f"timed out after {timeout}s", "timeout", retryable=True)
+        return Attempt(None, f"handler {who} timed out after {timeout}s", "timeout",
+                       retryable=True)
     except ActionRefused as exc:
-        return Attempt(None, str(exc), "refused")
+        return Attempt(None, str(exc)[:ERROR_CHARS], "refused")
     except Exception as exc:  # noqa: BLE001 - any handler failure becomes action.failed
-        log.warning("handler for %s failed: %s: %s", action.payload.get("action"),
-                    type(exc).__name__, exc)
-        return Attempt(None, f"{type(exc).__name__}: {exc}", "handler_error", retryable=True)
+        log.warning("handler %s failed: %s: %s", who, type(exc).__name__, exc)
+        return Attempt(None, f"handler {who} raised {type(exc).__name__}: {exc}"[:ERROR_CHARS],
+                       "handler_error", retryable=True)
+    try:
+        return Attempt(check_results(returned))
+    except TypeError as exc:
+        log.warning("handler %s broke its contract: %s", who, exc)
+        return Attempt(None, f"handler {who} {exc}"[:ERROR_CHARS], "bad_result",
+                       retryable=True)
 
 
 @dataclass
@@ -286,6 +337,24 @@ def _header(headers: Any, name: str) -> str | None:
 
 async def handle_record(worker: CapabilityWorker, record: Any,
                         handled: ExpiringTable | None = None) -> None:
+    """`handle_action_record`, with an unexpected exception dead-lettering the record to
+    the capability's dead-letter topic (reason `worker_error`, the exception's class in
+    `choreo.dlq.exception`) instead of ending the agent or, reading an inbox, reading the
+    record again for ever."""
+
+    async def refuse(exc: Exception) -> None:
+        message = record.message
+        await worker.runtime.dead_letter(
+            record.value, message.key, "worker_error", f"{type(exc).__name__}: {exc}",
+            Origin(message.topic, message.partition, message.offset),
+            f"worker.{worker.capability}", topic=worker.dead_letter_topic,
+            extra=exception_headers(exc))
+
+    await isolate(handle_action_record(worker, record, handled), refuse)
+
+
+async def handle_action_record(worker: CapabilityWorker, record: Any,
+                               handled: ExpiringTable | None = None) -> None:
     """Handle one record of an action topic: a Faust event, or anything with the same
     `value` and `message` (topic, partition, offset, key, headers, timestamp in seconds).
 
@@ -308,7 +377,7 @@ async def handle_record(worker: CapabilityWorker, record: Any,
                                   topic=worker.dead_letter_topic, signed=message.headers)
         return
     try:
-        action = parse_event(record.value)
+        action = parse_event(record.value, runtime.choreography.defaults.max_event_bytes)
         if action.event_type == ACTION_CANCEL and isinstance(action.payload.get("action_id"),
                                                              str):
             # Checked like an action: a forged cancel must not mark a real action handled.
@@ -365,9 +434,13 @@ async def handle_record(worker: CapabilityWorker, record: Any,
     duration = time.perf_counter() - started
     WORKER_SECONDS.labels(capability).observe(duration)
     extra: dict[str, Any] = {"attempts": attempts}
+    out: list[tuple[bytes, list[tuple[str, bytes]] | None]] = []
+    if outcome.error is None:
+        outcome, out = encode_outcome(worker, action, outcome, duration, generation, key, extra)
     if outcome.error is not None:
         dlq = runtime.choreography.topics.capability_dead_letter_topic(capability)
         extra.update(reason=outcome.reason, dead_letter_topic=dlq)
+        out = encode_outcome(worker, action, outcome, duration, generation, key, extra)[1]
         await runtime.dead_letter(record.value, message.key, outcome.reason, outcome.error,
                                   origin, f"worker.{capability}", topic=worker.dead_letter_topic,
                                   extra=[(HEADER_PREFIX + "attempts", str(attempts).encode())],
@@ -375,12 +448,38 @@ async def handle_record(worker: CapabilityWorker, record: Any,
         log.warning("action %s (%s) dead-lettered to %s after %d attempt(s)",
                     action.event_id, action.payload["action"], dlq, attempts)
     WORKER_ACTIONS.labels(capability, "failed" if outcome.error else "completed").inc()
-    for event in outcome_events(action, capability, outcome.results, outcome.error, duration,
-                                generation=generation, extra=extra):
-        value = event.to_bytes()
-        await runtime.events_topic.send(key=key, value=value,
-                                        headers=runtime.sign(runtime.events_topic, key, value))
+    for value, headers in out:
+        await runtime.events_topic.send(key=key, value=value, headers=headers)
     await progress.publish("failed" if outcome.error else "completed", outcome.error or "")
     handled.put(action.event_id, action.ts, message.partition,
                 [message.offset, "dead_lettered" if outcome.error else "completed",
                  INCARNATION])
+
+
+def encode_outcome(worker: CapabilityWorker, action: Event, outcome: Attempt, duration: float,
+                   generation: str, key: bytes | None, extra: Mapping[str, Any]
+                   ) -> tuple[Attempt, list[tuple[bytes, list[tuple[str, bytes]] | None]]]:
+    """The outcome events as (bytes, headers), each checked to fit (`encode_record`).
+
+    A result event that does not fit, or is not JSON, fails the action instead (reason
+    `event_too_large` or `event_unencodable`, not retried: the handler has run).
+    """
+    runtime, capability = worker.runtime, worker.capability
+    limit = record_limit(runtime.choreography.defaults.max_event_bytes, runtime.app)
+    out = []
+    for event in outcome_events(action, capability, outcome.results, outcome.error, duration,
+                                generation=generation, extra=extra):
+        try:
+            out.append(encode_record(event, key, limit, lambda value: runtime.sign(
+                runtime.events_topic, key, value)))
+        except RecordRefused as exc:
+            if outcome.error is not None:
+                raise  # action.failed is small: its error is cut at ERROR_CHARS
+            log.warning("action %s (%s): result %s refused: %s", action.event_id,
+                        action.payload["action"], event.event_type, exc)
+            who = handler_name(worker.actions.get(action.payload["action"]),
+                               action.payload["action"])
+            return Attempt(None, f"handler {who} returned a {event.event_type} event that "
+                           f"cannot be published: {exc.detail}"[:ERROR_CHARS],
+                           f"event_{exc.reason}"), []
+    return outcome, out

@@ -10,10 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from aiokafka.errors import MessageSizeTooLargeError
+from faust.exceptions import ProducerSendError
 
 from choreo import faust_fastpath, rocksdb_memory
+from choreo.actions import RecordRefused, producer_request_size
 from choreo.config import Choreography, load_choreography
-from choreo.dead_letter import HEADER_PREFIX, Origin, dead_letter_headers
+from choreo.dead_letter import HEADER_PREFIX, BrokerFault, Origin, dead_letter_headers
 from choreo.envelope import Event
 from choreo.faust_fastpath import quiet_library_loggers
 from choreo.matching import EventMatcher, PatternStats
@@ -82,10 +85,16 @@ class Runtime:
 
         `Topic.send` builds a FutureMessage, a PendingMessage and codec calls around the same
         producer call: a tenth of the engine's time in a profile, for bytes it already has.
-        Failed sends still stop the commit (`guard_sends` wraps the producer).
+        Failed sends still stop the commit (`guard_sends` wraps the producer). A record the
+        producer refuses as too large raises `RecordRefused`, for the caller to dead-letter.
         """
-        return await self.app.producer.send(topic.get_topic_name(), key, value, None, None,
-                                            headers)
+        try:
+            return await self.app.producer.send(topic.get_topic_name(), key, value, None, None,
+                                                headers)
+        except ProducerSendError as exc:
+            if not isinstance(exc.__cause__, MessageSizeTooLargeError):
+                raise
+            raise RecordRefused("too_large", str(exc.__cause__)[:300]) from exc
 
     def action_target(self, action: Any) -> tuple[faust.TopicT, list[tuple[str, bytes]] | None]:
         """The topic an action goes to, and headers to add: its capability topic unless the
@@ -152,7 +161,7 @@ def raw_topic(app: faust.App, name: str) -> faust.TopicT:
                      value_serializer="raw")
 
 
-class SendFailed(RuntimeError):
+class SendFailed(BrokerFault, RuntimeError):
     """A record the engine sent was not acknowledged after the producer's own retries."""
 
 
@@ -253,6 +262,9 @@ def create_app(settings: Settings, choreography: Choreography | None = None) -> 
         # produce request of its own and the socket writes dominate the profile.
         producer_linger=settings.producer_linger,
         producer_max_batch_size=settings.producer_batch_bytes,
+        # Room for any accepted record with dead-letter headers (choreo/actions.py).
+        producer_max_request_size=producer_request_size(
+            choreography.defaults.max_event_bytes),
         table_cleanup_interval=30.0,
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),

@@ -6,10 +6,15 @@ record can be re-driven as it was; headers say why it was refused and where it c
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+
 from choreo.envelope import now_iso
+
+log = logging.getLogger(__name__)
 
 HEADER_PREFIX = "choreo.dlq."
 
@@ -46,3 +51,42 @@ def read_dead_letter_headers(headers: Sequence[tuple[str, bytes]] | Mapping[str,
         for name, value in items
         if name.startswith(HEADER_PREFIX)
     }
+
+
+class BrokerFault(Exception):
+    """An error that is the broker's or the producer's, never a record's (`broker_fault`)."""
+
+
+def broker_fault(exc: BaseException | None) -> bool:
+    """Whether `exc` is the broker or the producer failing (not one record's fault): the
+    agent must stop without committing and read the record again, not dead-letter it."""
+    while exc is not None:
+        if isinstance(exc, MessageSizeTooLargeError):
+            return False
+        if isinstance(exc, KafkaError | BrokerFault):
+            return True
+        exc = exc.__cause__  # faust's ProducerSendError wraps aiokafka's error
+    return False
+
+
+async def isolate(work: Awaitable[None],
+                  refuse: Callable[[Exception], Awaitable[None]]) -> bool:
+    """Await one record's `work`; an unexpected exception is handed to `refuse` (which
+    dead-letters the record) instead of ending the agent. False when that happened.
+
+    Cancellation and broker faults are raised: they are not the record's fault.
+    """
+    try:
+        await work
+    except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
+        if broker_fault(exc):
+            raise
+        log.exception("handling a record failed; dead-lettering it")
+        await refuse(exc)
+        return False
+    return True
+
+
+def exception_headers(exc: BaseException) -> list[tuple[str, bytes]]:
+    """The `choreo.dlq.exception` header: the class of the exception that stopped a record."""
+    return [(HEADER_PREFIX + "exception", type(exc).__name__.encode())]

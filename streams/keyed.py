@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import faust
 import orjson
 
-from choreo.actions import Action, by_priority
+from choreo.actions import Action, RecordRefused, by_priority, encode_record, record_limit
 from choreo.app import Runtime
 from choreo.dead_letter import Origin
 from choreo.envelope import Event, InvalidEvent, parse_event
@@ -317,21 +317,73 @@ class KeyedEngine:
 
     async def send_timed(self, actions: Sequence[tuple[Action, float | None]],
                          wait: bool = True) -> None:
-        """`send` for actions each with the event time of the event that fired it."""
+        """`send` for actions each with the event time of the event that fired it.
+
+        An action that would not fit (`encode_record`) is not sent: what fired it is
+        dead-lettered (`refuse_action`) and the other actions go on.
+        """
         pending = []
+        refused: list[tuple[Action, RecordRefused]] = []
+        limit = self.action_limit()
         for action, event_ts in actions:
             topic, route_headers = self.runtime.action_target(action)
             correlation = action.event.correlation_id
-            key, value = (correlation.encode() if correlation else None), action.event.to_bytes()
-            headers = self.runtime.sign(topic, key, value)
-            if route_headers:
-                headers = [*(headers or []), *route_headers]
-            pending.append(await self.runtime.produce(topic, key, value, headers))
+            key = correlation.encode() if correlation else None
+
+            def headers_for(value: bytes, topic=topic, key=key, route_headers=route_headers
+                            ) -> list[tuple[str, bytes]] | None:
+                headers = self.runtime.sign(topic, key, value)
+                return [*(headers or []), *route_headers] if route_headers else headers
+            try:
+                value, headers = encode_record(action.event, key, limit, headers_for)
+                pending.append(await self.runtime.produce(topic, key, value, headers))
+            except RecordRefused as exc:
+                refused.append((action, exc))
+                continue
             child(ACTIONS_SENT, action.event.payload["pattern_id"], action.capability).inc()
             if event_ts is not None:
                 ACTION_LATENCY.observe(max(0.0, time.time() - event_ts))
+        if refused:
+            await self.refuse_actions(refused)
         if pending and wait:
             await asyncio.gather(*pending)
+
+    def action_limit(self) -> int:
+        """The largest action record: what workers read, and what the producer sends."""
+        return record_limit(self.runtime.choreography.defaults.max_event_bytes,
+                            self.runtime.app)
+
+    async def refuse_actions(self, refused: Sequence[tuple[Action, RecordRefused]]) -> None:
+        """Dead-letter, once, each record that fired actions that cannot be sent (reason
+        `action_<reason>`, e.g. `action_too_large`); a deadline's action goes there itself,
+        without its data."""
+        by_record: dict[int, tuple[Action, list[str], str]] = {}
+        for action, exc in refused:
+            payload = action.event.payload
+            log.warning("action %s of pattern %s not sent: %s", payload["action"],
+                        payload["pattern_id"], exc)
+            detail = (f"pattern {payload['pattern_id']}, action {payload['action']} "
+                      f"(capability {action.capability}): {exc.detail}")
+            slot = id(action.fired_by) if action.fired_by is not None else id(action)
+            first = by_record.setdefault(slot, (action, [], f"action_{exc.reason}"))
+            first[1].append(detail)
+        for action, details, reason in by_record.values():
+            record = action.fired_by
+            if record is not None:
+                message = record.message
+                headers = dict(message.headers or [])
+                await self.runtime.dead_letter(
+                    record.value, message.key, reason, "; ".join(details),
+                    _origin(headers.get(ORIGIN_HEADER), message), stage="actions")
+                continue
+            stub = {**action.event.as_dict(),
+                    "payload": {**action.event.payload, "data": None}}
+            topic = self.runtime.action_target(action)[0].get_topic_name()
+            correlation = action.event.correlation_id
+            await self.runtime.dead_letter(
+                orjson.dumps(stub), correlation.encode() if correlation else None, reason,
+                f"{details[0]}; fired by a deadline, sent here without its data",
+                Origin(topic, -1, -1), stage="actions")
 
     def deadline_of(self, pattern_id: str, state: dict | None) -> float | None:
         if pattern_id == TRACKER_ID:

@@ -30,12 +30,20 @@ async def fail_until_fixed(action: Event) -> list[Result]:
     return [Result("flaky.done", _data(action))]
 
 
+async def dicts_until_fixed(action: Event) -> list[dict]:
+    """Breaks the handler contract (dicts, not Results) until `fixed_when` exists."""
+    if not Path(_data(action)["fixed_when"]).exists():
+        return [{"event_type": "flaky.done", "payload": _data(action)}]  # type: ignore[list-item]
+    return [Result("flaky.done", _data(action))]  # type: ignore[list-item]
+
+
 async def succeed(action: Event) -> list[Result]:
     return [Result("flaky.done", _data(action))]
 
 
 HANDLERS = {
-    "flaky": {"fail_then_succeed": fail_then_succeed, "fail_until_fixed": fail_until_fixed},
+    "flaky": {"fail_then_succeed": fail_then_succeed, "fail_until_fixed": fail_until_fixed,
+              "dicts_until_fixed": dicts_until_fixed},
     "fragile": {"fail_until_fixed": fail_until_fixed, "succeed": succeed},
 }
 
@@ -67,6 +75,13 @@ id = "until-fixed"
 kind = "event"
 on = "test.until_fixed"
 action = "fail_until_fixed"
+capability = "flaky"
+
+[[patterns]]
+id = "wrong-type"
+kind = "event"
+on = "test.wrong_type"
+action = "dicts_until_fixed"
 capability = "flaky"
 
 [[patterns]]

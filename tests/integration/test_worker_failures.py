@@ -11,8 +11,10 @@ import uuid
 import orjson
 import pytest
 
+from choreo.actions import build_action
 from choreo.dead_letter import read_dead_letter_headers
-from choreo.kafka_io import send_events
+from choreo.envelope import new_event
+from choreo.kafka_io import send_all, send_events
 from tests.integration.conftest import REPO, Worker, wait_until
 from tests.integration.flaky_handlers import CHOREOGRAPHY
 
@@ -72,7 +74,9 @@ def test_an_action_that_always_fails_is_dead_lettered_and_redriven_once(worker: 
     correlation = send(worker, "test.until_fixed", {"fixed_when": str(fixed)})
     wait_until(lambda: "action.failed" in kinds(worker, correlation), timeout=60)
     failed = flow(worker, correlation)[-1]
-    assert failed["payload"]["error"] == "RuntimeError: downstream is down"
+    assert failed["payload"]["error"] == ("handler fail_until_fixed (tests.integration."
+                                          "flaky_handlers.fail_until_fixed) raised "
+                                          "RuntimeError: downstream is down")
     assert failed["payload"]["attempts"] == 4
     [record] = [r for r in dead_letters(worker, "flaky")
                 if orjson.loads(r.value)["metadata"]["correlation_id"] == correlation]
@@ -127,3 +131,62 @@ def test_the_breaker_opens_and_closes_with_its_events_metric_and_view(worker: Wo
     assert worker.metric("choreo_circuit_breaker_state", capability="fragile", state="closed") == 1
     assert orjson.loads(worker.get("/capabilities/"))["capabilities"][1][
         "circuit_breaker"]["state"] == "closed"
+
+
+def test_a_handler_returning_the_wrong_type_fails_its_action_and_the_fix_runs(worker: Worker,
+                                                                              tmp_path):
+    fixed = tmp_path / "fixed"
+    broken = send(worker, "test.wrong_type", {"fixed_when": str(fixed)})
+    wait_until(lambda: "action.failed" in kinds(worker, broken), timeout=60)
+    failed = flow(worker, broken)[-1]["payload"]
+    assert failed["reason"] == "bad_result" and failed["attempts"] == 4
+    assert failed["error"] == ("handler dicts_until_fixed (tests.integration.flaky_handlers."
+                               "dicts_until_fixed) returned list of dict, expected a list of "
+                               "Result")
+    [record] = [r for r in dead_letters(worker, "flaky")
+                if orjson.loads(r.value)["metadata"]["correlation_id"] == broken]
+    assert read_dead_letter_headers(record.headers)["reason"] == "bad_result"
+    fixed.write_text("deployed the fix")
+    after = send(worker, "test.wrong_type", {"fixed_when": str(fixed)})
+    wait_until(lambda: "action.completed" in kinds(worker, after), timeout=60)
+    assert kinds(worker, after) == ["test.wrong_type", "action.started", "flaky.done",
+                                    "action.completed"]
+
+
+def test_bad_records_between_two_good_actions_on_a_capability_topic(worker: Worker):
+    """Garbage, and actions nested 300 levels deep (orjson reads 1,024, writes 254) where the
+    worker copies them: into its own events (pattern_id) and into a handler's result (data)."""
+    topics = worker.choreography.topics
+    run = uuid.uuid4().hex[:8]
+
+    def action(name: str, data: dict) -> bytes:
+        trigger = new_event("test.retry", data, source="test", correlation_id=f"{name}-{run}")
+        return build_action(pattern_id="retry", action="fail_then_succeed", capability="flaky",
+                            priority=1, triggers=[trigger]).event.to_bytes()
+
+    deep = b"[" * 300 + b"]" * 300
+    in_pattern = action("deep-pattern", {}).replace(b'"pattern_id":"retry"',
+                                                   b'"pattern_id":' + deep)
+    in_data = action("deep-data", {"n": 1}).replace(b'"n":1', b'"n":' + deep)
+    garbage = b"\x00\xff" + run.encode()
+    records = [(b"good-1", action("good-1", {})), (b"deep-pattern", in_pattern),
+               (b"garbage", garbage), (b"deep-data", in_data), (b"good-2", action("good-2", {}))]
+    asyncio.run(send_all(worker.broker.bootstrap, topics.capability_topic("flaky"), records))
+    wait_until(lambda: {f"good-1-{run}", f"good-2-{run}", f"deep-data-{run}"} <= {
+        e["metadata"].get("correlation_id") for e in worker.events()
+        if e["event_type"] in ("action.completed", "action.failed")}, timeout=60)
+    assert kinds(worker, f"good-1-{run}") == ["action.started", "flaky.done",
+                                              "action.completed"]
+    assert kinds(worker, f"good-2-{run}") == ["action.started", "flaky.done",
+                                              "action.completed"]
+    assert kinds(worker, f"deep-data-{run}") == ["action.started", "action.failed"]
+    dead = {r.key: r for r in dead_letters(worker, "flaky")}
+    assert dead[b"deep-pattern"].value == in_pattern
+    info = read_dead_letter_headers(dead[b"deep-pattern"].headers)
+    assert info["reason"] == "worker_error" and info["exception"] == "TypeError"
+    assert dead[b"deep-data"].value == in_data
+    assert read_dead_letter_headers(dead[b"deep-data"].headers)["reason"] == (
+        "event_unencodable")
+    [junk] = [r for r in worker.read(topics.dead_letter_topic) if r.value == garbage]
+    assert read_dead_letter_headers(junk.headers)["reason"] == "not_json"
+    assert worker.process.poll() is None, "the worker never stopped"
