@@ -143,9 +143,16 @@ class Runtime:
             data = orjson.loads(value)
         except orjson.JSONDecodeError:
             return value, [], detail
-        detail = scrub(detail, masker.secrets(data))
-        masked = masker.mask(data)
-        return (orjson.dumps(data) if masked else value), masked, detail
+        try:
+            detail = scrub(detail, masker.secrets(data))
+            masked = masker.mask(data)
+            return (orjson.dumps(data) if masked else value), masked, detail
+        except (TypeError, RecursionError) as exc:
+            # Nested too deep to mask or to write again (a record refused as too_deep, or
+            # one that failed): what cannot leave masked does not leave, so the send and the
+            # agent do not fail on it.
+            return None, ["*"], (f"value and detail withheld: they could not be masked "
+                                 f"({type(exc).__name__})")
 
 
 def raw_topic(app: faust.App, name: str) -> faust.TopicT:
