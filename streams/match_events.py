@@ -98,9 +98,10 @@ async def process_record(runtime: Runtime, seen: ExpiringTable, record: faust.Ev
     for tap in runtime.event_taps:
         await tap(event, record.value)
     fired = runtime.matcher.match(event)
+    await engine.route(event, record.value, message.partition, message.offset,
+                       origin_of(record), fired)
+    # After routing: a record whose routing fails sends none of its actions.
     await engine.send(fired, event.ts, wait=False)
-    origin = origin_of(record)
-    await engine.route(event, record.value, message.partition, message.offset, origin, fired)
     # The first offset is kept so that a record re-read after a crash is not its own
     # duplicate; written last, so that one whose handling failed is not a duplicate when
     # it is re-driven.
