@@ -329,3 +329,47 @@ async def test_task_progress_refuses_what_it_cannot_take_and_goes_on(wide):
     assert table._high_water[0] < time.time() + 60
     reasons = {key: info["reason"] for key, _v, info, _h in dead(sent)}
     assert reasons == {b"t-1": "not_object", b"t-2": "future"}
+
+
+# --- with [security]: signatures required, card numbers masked -------------------------------
+
+SECURITY = """
+[security]
+require_signatures = true
+max_age = "5m"
+mask = ["payload.payment.card_number"]
+
+[security.publishers]
+"shop.*" = ["order_received"]
+"""
+
+
+@pytest.fixture
+def secured(tmp_path):  # noqa: ANN001, ANN201
+    settings = Settings(broker="kafka://127.0.0.1:1", store="memory://", data_dir=tmp_path,
+                        signing_keys="k1=k1-secret-0123456789abcdef012345", signing_key_id="k1")
+    rt = wire(create_app(settings, parse_choreography(BUNDLED_CONFIG.read_text() + SECURITY)))
+    rt.app.finalize()
+    rt.app.conf.store = "memory://"
+    return rt, record_sends(rt)
+
+
+async def test_a_deep_record_with_forged_signature_headers_is_too_deep_not_a_crash(secured):
+    """No key needed: the depth is judged before the signature, and the card number in it,
+    which cannot be masked at that depth, does not reach the dead-letter topic."""
+    runtime, sent = secured
+    forged = [("choreo.sig", b"AAAA"), ("choreo.sig.key", b"k1"),
+              ("choreo.sig.at", str(int(time.time() * 1000)).encode())]
+    deep = deep_order()
+    assert b"4242424242424242" in deep
+    async with agent(runtime, "match_events").test_context() as ag:
+        await ag.put(value=deep, key=b"k", headers=forged)
+        await ag.put(value=an_order(1), key=b"k", headers=forged)  # shallow: bad signature
+        assert await settled(lambda: len(dead(sent)) == 2)
+    [(deep_value, deep_info, headers), (_v, info, _h)] = [
+        (value, info, headers) for _k, value, info, headers in dead(sent)]
+    assert deep_info["reason"] == "too_deep"
+    assert deep_value is None and deep_info["masked"] == "*"
+    assert not any(b"4242424242424242" in value for _n, value in headers)
+    assert info["reason"] == "bad_signature"
+    assert not any(name.startswith("capability.") for name in sent.records)
