@@ -13,6 +13,11 @@ onto the old snapshot and sends the same actions again, with the same determinis
 which the workers drop; a crash after it finds the record's offset already in the snapshot.
 So keyed actions are at-least-once, and effectively once where they are consumed.
 
+A record whose handling raises is dead-lettered alone (`streams.records.isolated`, reason
+`internal_error`); in a batch its writes, actions and notes are undone (`Batch.rollback`)
+and the other records' stand. What it had already re-sent to the rekeyed topic is applied
+there (the rekeyed agent isolates its records the same way).
+
 Deadlines fire from a timer once a second. Faust lets tables be written only while an
 event of the partition is processed; the timer writes only to partitions this worker owns,
 naming the partition with `writing_partition`.

@@ -8,7 +8,9 @@ bound its event time by the wall clock, and dead-letter it, alone, when handling
   `internal_error`, its original bytes and headers, the stage, and the exception's class and
   message; the agent goes on with the next record, and a batch keeps the others' effects.
 * **The infrastructure's**: a send the broker did not acknowledge (`SendFailed` from
-  `guard_sends`, any `KafkaError`), memory exhausted, cancellation (a rebalance or shutdown
+  `guard_sends`, any `KafkaError`), Faust's own errors (`FaustError`: a table whose changelog
+  is not there yet, `PartitionsMismatch`; the producer or consumer not ready), I/O and
+  connection errors (`OSError`), memory exhausted, cancellation (a rebalance or shutdown
   stopping the agent). These propagate: the agent stops before its offsets are committed and
   the records are read again once it is back. Dead-lettering them would lose good records.
 """
@@ -21,6 +23,7 @@ from typing import Any
 
 import faust
 from aiokafka.errors import KafkaError
+from faust.exceptions import FaustError
 
 from choreo.app import Runtime, SendFailed
 from choreo.dead_letter import HEADER_PREFIX, Origin
@@ -32,7 +35,8 @@ INTERNAL_ERROR = "internal_error"
 EXCEPTION_HEADER = HEADER_PREFIX + "exception"  # the class of the exception, e.g. "KeyError"
 # Failures that are not the record's: they stop the agent instead of dead-lettering it.
 # (asyncio.CancelledError, KeyboardInterrupt and SystemExit are not Exceptions at all.)
-INFRASTRUCTURE: tuple[type[BaseException], ...] = (SendFailed, KafkaError, MemoryError)
+INFRASTRUCTURE: tuple[type[BaseException], ...] = (SendFailed, KafkaError, FaustError, OSError,
+                                                   MemoryError)
 
 
 def read_event(runtime: Runtime, raw: bytes | None) -> Event:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError
+from faust.exceptions import PartitionsMismatch
 
 from choreo.app import SendFailed
 from choreo.dead_letter import read_dead_letter_headers
@@ -65,8 +66,9 @@ async def test_work_that_succeeds_is_not_dead_lettered():
     assert runtime.dead == []
 
 
-@pytest.mark.parametrize("failure", [SendFailed("1 send(s) failed"), KafkaTimeoutError(),
-                                     MemoryError(), asyncio.CancelledError()])
+@pytest.mark.parametrize("failure", [
+    SendFailed("1 send(s) failed"), KafkaTimeoutError(), MemoryError(), asyncio.CancelledError(),
+    PartitionsMismatch("changelog topic has 0 partitions"), ConnectionResetError()])
 async def test_infrastructure_failures_propagate_and_nothing_is_dead_lettered(failure):
     runtime = Runtime()
 
