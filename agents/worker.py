@@ -377,7 +377,8 @@ async def handle_action_record(worker: CapabilityWorker, record: Any,
                                   topic=worker.dead_letter_topic, signed=message.headers)
         return
     try:
-        action = parse_event(record.value, runtime.choreography.defaults.max_event_bytes)
+        defaults = runtime.choreography.defaults
+        action = parse_event(record.value, defaults.max_event_bytes, defaults.max_event_depth)
         if action.event_type == ACTION_CANCEL and isinstance(action.payload.get("action_id"),
                                                              str):
             # Checked like an action: a forged cancel must not mark a real action handled.
@@ -394,9 +395,10 @@ async def handle_action_record(worker: CapabilityWorker, record: Any,
             action.payload.get("action"), str
         ):
             raise InvalidEvent("not_an_action", f"{action.event_type} is not an action request")
-    except InvalidEvent as exc:
+    except InvalidEvent as exc:  # what is read from a capability topic is dead-lettered there
         await runtime.dead_letter(record.value, message.key, exc.reason, exc.detail, origin,
-                                  stage=f"worker.{capability}", signed=message.headers)
+                                  stage=f"worker.{capability}", topic=worker.dead_letter_topic,
+                                  signed=message.headers)
         return
     # Before the de-duplication table: a forged action must not mark a real one handled.
     refusal = guard.permit_action(action, message.headers)

@@ -143,16 +143,26 @@ class Runtime:
         log.warning("dead-lettered %s:%s@%s: %s (%s)", origin.topic, origin.partition,
                     origin.offset, reason, detail[:200])
         headers = dead_letter_headers(reason, detail, origin, stage) + headers
-        headers += list(signature_headers(signed).items())
+        extra = extra or []
+        headers += [h for h in signature_headers(signed).items() if h not in extra]
         await (topic or self.dead_letter_topic).send(key=key, value=value,
-                                                     headers=headers + (extra or []))
+                                                     headers=headers + extra)
 
     def masked_record(self, value: bytes | None, detail: str
                       ) -> tuple[bytes | None, list[tuple[str, bytes]], str]:
         """The value with the sensitive fields masked (JSON or not: `Masker.mask_record`),
-        the headers saying so, and the detail with the values masked scrubbed out."""
-        masked = self.guard.masker.mask_record(value)
-        return masked.value, masked.headers(HEADER_PREFIX), masked.scrub(detail)
+        the headers saying so, and the detail with the values masked scrubbed out.
+
+        A value nested too deep to mask or to write again (a record refused as too_deep)
+        cannot leave masked, so it does not leave: the value and detail are withheld, and
+        the send and the agent do not fail on it.
+        """
+        try:
+            masked = self.guard.masker.mask_record(value)
+            return masked.value, masked.headers(HEADER_PREFIX), masked.scrub(detail)
+        except (TypeError, RecursionError) as exc:
+            return None, [(HEADER_PREFIX + "masked", b"*")], (
+                f"value and detail withheld: they could not be masked ({type(exc).__name__})")
 
 
 def raw_topic(app: faust.App, name: str) -> faust.TopicT:

@@ -17,6 +17,7 @@ from typing import Any
 from choreo.conditions import ConditionError, compile_condition
 from choreo.content_filter import FilterError, compile_filter
 from choreo.durations import parse_duration
+from choreo.envelope import MAX_DEPTH_LIMIT, MAX_EVENT_DEPTH, MAX_FUTURE_SKEW
 from choreo.monitor import MonitorSettings, parse_monitor
 from choreo.patterns import (
     KINDS,
@@ -124,6 +125,8 @@ class Defaults:
     idle_timeout: float = 30.0
     max_event_bytes: int = 1024 * 1024
     correlation_ttl: float = 24 * 3600.0
+    max_event_depth: int = MAX_EVENT_DEPTH  # nesting levels; deeper events: `too_deep`
+    max_future_skew: float = MAX_FUTURE_SKEW  # seconds ahead of the wall clock: `future`
 
 
 @dataclass(frozen=True)
@@ -369,11 +372,19 @@ class _Loader:
             return Defaults()
         out: dict[str, Any] = {}
         for key, value in raw.items():
-            if key in ("allowed_lateness", "dedup_horizon", "idle_timeout", "correlation_ttl"):
+            if key in ("allowed_lateness", "dedup_horizon", "idle_timeout", "correlation_ttl",
+                       "max_future_skew"):
                 out[key] = self.duration("-", f"defaults.{key}", value)
             elif key == "max_event_bytes":
                 if isinstance(value, bool) or not isinstance(value, int) or value < 256:
                     self.fail("-", "defaults.max_event_bytes", "must be an integer >= 256")
+                else:
+                    out[key] = value
+            elif key == "max_event_depth":
+                if (isinstance(value, bool) or not isinstance(value, int)
+                        or not 2 <= value <= MAX_DEPTH_LIMIT):
+                    self.fail("-", "defaults.max_event_depth",
+                              f"must be an integer from 2 to {MAX_DEPTH_LIMIT}")
                 else:
                     out[key] = value
             else:

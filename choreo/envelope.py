@@ -12,6 +12,16 @@ from typing import Any
 import orjson
 
 MAX_EVENT_BYTES = 1024 * 1024
+# Nesting levels of objects and arrays an event may have, the envelope itself being one.
+# orjson reads 1,024 levels but writes only 254, and the engine writes each event again,
+# wrapped a few levels deeper, in the actions it fires: 64 leaves room for both.
+MAX_EVENT_DEPTH = 64
+MAX_DEPTH_LIMIT = 200  # the highest `max_event_depth` a file may set (254 less the wrapping)
+# Characters an id field may have: event_id, event_type, source and the metadata ids.
+MAX_ID_CHARS = 256
+# Seconds an event may be stamped ahead of the wall clock reading it (Kafka's
+# log.message.timestamp.after.max.ms plays the same part for record timestamps).
+MAX_FUTURE_SKEW = 300.0
 REQUIRED_FIELDS = ("event_id", "event_type", "timestamp", "source", "payload")
 EVENT_TYPE = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
 
@@ -88,8 +98,13 @@ def parse_timestamp(value: object) -> float:
     return parsed.timestamp()
 
 
-def parse_event(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> Event:
-    """Validate raw message bytes as an envelope, or raise InvalidEvent."""
+def parse_event(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES,
+                max_depth: int = MAX_EVENT_DEPTH) -> Event:
+    """Validate raw message bytes as an envelope, or raise InvalidEvent.
+
+    Whatever it accepts can be written again (`Event.to_bytes`): it is at most `max_depth`
+    levels deep, well under what orjson writes.
+    """
     if raw is None:
         raise InvalidEvent("empty", "message has no value (tombstone)")
     if len(raw) > max_bytes:
@@ -98,7 +113,38 @@ def parse_event(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> Event:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidEvent("not_json", str(exc)[:200]) from None
+    # Fewer brackets than levels allowed cannot nest too deep: most events skip the walk.
+    if raw.count(b"{") + raw.count(b"[") > max_depth and too_deep(data, max_depth):
+        raise InvalidEvent("too_deep", f"objects and arrays nest more than {max_depth} levels "
+                                       "deep (defaults.max_event_depth)")
     return event_from_mapping(data)
+
+
+def too_deep(data: object, limit: int) -> bool:
+    """Whether objects and arrays in `data` nest more than `limit` levels (the outermost is
+    level 1). Iterative: a deep value cannot exhaust the stack."""
+    stack: list[tuple[object, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, dict | list):
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict)
+                                                      else node)
+                     if isinstance(child, dict | list))
+    return False
+
+
+def check_event_time(event: Event, now: float, max_skew: float = MAX_FUTURE_SKEW) -> None:
+    """Raise InvalidEvent("future") if the event is stamped more than `max_skew` seconds
+    after `now` (the wall clock of the worker reading it): event time drives watermarks,
+    de-duplication horizons and deadlines, which must not jump to a producer's far future."""
+    ahead = event.ts - now
+    if ahead > max_skew:
+        raise InvalidEvent("future", f"timestamp {event.timestamp[:64]!r} is {ahead:.0f} s "
+                                     f"ahead of this worker's clock; at most {max_skew:g} s "
+                                     "is allowed (defaults.max_future_skew)")
 
 
 def event_from_mapping(data: object) -> Event:
@@ -114,6 +160,7 @@ def event_from_mapping(data: object) -> Event:
             raise InvalidEvent(
                 "wrong_type", f"{name} must be a non-empty string, got {_type(value)}"
             )
+        _check_length(name, value)
     if not EVENT_TYPE.match(data["event_type"]):
         raise InvalidEvent(
             "bad_event_type",
@@ -132,6 +179,8 @@ def event_from_mapping(data: object) -> Event:
             raise InvalidEvent(
                 "wrong_type", f"metadata.{name} must be a string, got {_type(metadata[name])}"
             )
+        if isinstance(metadata.get(name), str):
+            _check_length(f"metadata.{name}", metadata[name])
     ts = parse_timestamp(data["timestamp"])
     return Event(
         event_id=data["event_id"],
@@ -182,6 +231,12 @@ def new_event(
             "metadata": meta,
         }
     )
+
+
+def _check_length(name: str, value: str) -> None:
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidEvent("too_long", f"{name} has {len(value)} characters; at most "
+                                       f"{MAX_ID_CHARS} are allowed ({value[:64]!r}...)")
 
 
 def _type(value: object) -> str:

@@ -56,6 +56,7 @@ from choreo.registry import (
 )
 from choreo.routing import Candidate, Router
 from choreo.topics import ensure_topics
+from streams.records import isolated, refuse
 from tables.pattern_state import partition_for
 
 log = logging.getLogger(__name__)
@@ -90,17 +91,13 @@ class RegistryView:
         self.read_up_to: dict[int, float] = {}
 
     def apply(self, key: bytes | None, value: bytes | None, ts: float) -> None:
-        if key is None:
-            return
-        if value is None:
-            self.registry.apply(key.decode(), None, ts)
-            return
+        """Fold one record of the agents topic; one that cannot be folded is skipped (the
+        `track_agents` agent, which sees each record once, dead-letters it)."""
         try:
-            data = parse_record(value)
-        except InvalidAgentRecord as exc:
-            log.warning("agents topic: record for %r skipped: %s", key, exc)
-            return
-        self.registry.apply(data["agent_id"], data, ts)
+            fold(self.registry, key, value, ts)
+        except Exception as exc:  # noqa: BLE001 - a bad record must not stop the view
+            log.warning("agents topic: record for %r skipped: %s: %s", key,
+                        type(exc).__name__, exc)
 
     async def follow(self) -> None:
         topic = self.runtime.choreography.topics.agents_topic
@@ -156,6 +153,28 @@ class RegistryView:
         return {"agents": [s.describe(now, missed) for _id, s in
                            sorted(self.registry.agents.items())],
                 "missed_heartbeats": missed, "caught_up": self.caught_up.is_set()}
+
+
+def fold(registry: Registry, key: bytes | None, value: bytes | None, ts: float) -> None:
+    """Fold one record of the agents topic into `registry`; raises InvalidAgentRecord (or
+    whatever a malformed field provokes) for one that cannot be folded."""
+    if key is None:
+        return
+    if value is None:
+        registry.apply(key.decode(), None, ts)
+        return
+    data = parse_record(value)
+    registry.apply(data["agent_id"], data, ts)
+
+
+async def check_agent_record(runtime: Runtime, record: faust.EventT) -> None:
+    """Dead-letter a record of the agents topic that the registry cannot fold (tried on an
+    empty registry: the global view only skips it)."""
+    message = record.message
+    try:
+        fold(Registry(), message.key, record.value, (message.timestamp or 0.0))
+    except InvalidAgentRecord as exc:
+        await refuse(runtime, record, "invalid_agent_record", str(exc), "registry")
 
 
 class ActionRouter:
@@ -374,10 +393,12 @@ def register_registry(runtime: Runtime) -> RegistryView:
         runtime.action_router = router
 
     async def track_agents(stream: faust.StreamT) -> None:
-        # Only to share the agents topic's partitions among the engine's workers: the owner
-        # of a partition judges its agents (the global view has already folded the records).
-        async for _record in stream.events():
-            pass
+        # To share the agents topic's partitions among the engine's workers: the owner of a
+        # partition judges its agents (the global view has already folded the records), and
+        # dead-letters the records that could not be folded.
+        async for record in stream.events():
+            await isolated(runtime, record, "registry",
+                           lambda record=record: check_agent_record(runtime, record))
 
     app.agent(owner.agents_topic, name="track_agents")(track_agents)
 

@@ -13,6 +13,11 @@ onto the old snapshot and sends the same actions again, with the same determinis
 which the workers drop; a crash after it finds the record's offset already in the snapshot.
 So keyed actions are at-least-once, and effectively once where they are consumed.
 
+A record whose handling raises is dead-lettered alone (`streams.records.isolated`, reason
+`internal_error`); in a batch its writes, actions and notes are undone (`Batch.rollback`)
+and the other records' stand. What it had already re-sent to the rekeyed topic is applied
+there (the rekeyed agent isolates its records the same way).
+
 Deadlines fire from a timer once a second. Faust lets tables be written only while an
 event of the partition is processed; the timer writes only to partitions this worker owns,
 naming the partition with `writing_partition`.
@@ -27,7 +32,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import faust
 import orjson
@@ -35,7 +40,7 @@ import orjson
 from choreo.actions import Action, RecordRefused, by_priority, encode_record, record_limit
 from choreo.app import Runtime
 from choreo.dead_letter import Origin
-from choreo.envelope import Event, InvalidEvent, parse_event
+from choreo.envelope import Event, InvalidEvent
 from choreo.matchers.base import KeyedMatcher, Outcome, key_for, matcher_for
 from choreo.matchers.correlation import TRACKER_ID, CorrelationTracker, action_note
 from choreo.matching import PatternIndex
@@ -53,6 +58,7 @@ from choreo.metrics import (
 from choreo.monitor import slow_flow_alert
 from choreo.patterns import Pattern
 from choreo.state_evolution import StatePlan
+from streams.records import check_time, isolated, read_event, refuse
 from streams.runtime_metrics import consumer_lag
 from tables.dedup import dedup_key
 from tables.expiring import ExpiringTable
@@ -60,6 +66,7 @@ from tables.pattern_state import (
     BatchWrites,
     PatternStateTable,
     Slot,
+    _Pending,
     partition_for,
     processing,
     writing_partition,
@@ -93,6 +100,32 @@ class Batch:
     writes: BatchWrites
     actions: list[tuple[Action, float | None]] = field(default_factory=list)
     elsewhere: list[tuple[Sequence[Action], Group, str]] = field(default_factory=list)
+    # Entries as they were before the current record first wrote them (None: not pending),
+    # so that a record whose handling fails leaves the batch as it found it.
+    undo: dict[tuple[str, str], _Pending | None] = field(default_factory=dict)
+
+    def savepoint(self) -> tuple[int, int]:
+        """Mark the start of a record's effects."""
+        self.undo.clear()
+        return len(self.actions), len(self.elsewhere)
+
+    def keep(self, pattern_id: str, key: str) -> None:
+        """Note an entry before the current record's first write to it."""
+        name = (pattern_id, key)
+        if name not in self.undo:
+            entry = self.writes.pending.get(name)
+            self.undo[name] = None if entry is None else replace(entry)
+
+    def rollback(self, mark: tuple[int, int]) -> None:
+        """Undo the effects of the record since `savepoint`: its actions and its writes."""
+        del self.actions[mark[0]:]
+        del self.elsewhere[mark[1]:]
+        for name, entry in self.undo.items():
+            if entry is None:
+                self.writes.pending.pop(name, None)
+            else:
+                self.writes.pending[name] = entry
+        self.undo.clear()
 
 
 # The batch the current task is applying (each agent runs in a task of its own).
@@ -262,6 +295,7 @@ class KeyedEngine:
         if batch is not None:
             batch.actions += [(a, event.ts) for a in actions]
             for pattern_id, state, offsets, _existed in writes:
+                batch.keep(pattern_id, key)
                 batch.writes.save(pattern_id, key, partition, state, offsets)
             if actions:
                 batch.elsewhere.append((actions, group, key))
@@ -279,6 +313,7 @@ class KeyedEngine:
         if batch is not None:
             noted = self._note(batch.writes.load(TRACKER_ID, key), key, notes, offset)
             if noted is not None:
+                batch.keep(TRACKER_ID, key)
                 batch.writes.save(TRACKER_ID, key, partition, *noted)
             return
         async with self.lock:
@@ -553,7 +588,7 @@ def register_keyed(runtime: Runtime) -> KeyedEngine:
     async def apply_rekeyed(stream: faust.StreamT) -> None:
         if size <= 1:
             async for record in stream.events():
-                await process_rekeyed(runtime, engine, record)
+                await handle_rekeyed(runtime, engine, record)
             return
         async for records in stream.take_events(size, within=wait):
             await process_rekeyed_batch(runtime, engine, records)
@@ -580,13 +615,21 @@ TURN_SECONDS = 0.02
 
 
 async def in_turns(records: Sequence[faust.EventT],
-                   work: Callable[[faust.EventT], Awaitable[None]]) -> None:
+                   work: Callable[[faust.EventT], Awaitable[bool | None]]) -> None:
     """`work` on each record in order, as the event being processed, giving the event loop a
-    turn each `TURN_SECONDS` of it."""
+    turn each `TURN_SECONDS` of it.
+
+    `work` returns False when the record's handling failed (and the record was dead-lettered,
+    `streams.records.isolated`): inside `KeyedEngine.batch()` its partial effects on the
+    batch are undone, and the other records' writes and actions stand.
+    """
+    batch = _BATCH.get()
     turn = time.monotonic()
     for record in records:
         with processing(record):
-            await work(record)
+            mark = batch.savepoint() if batch is not None else None
+            if await work(record) is False and batch is not None and mark is not None:
+                batch.rollback(mark)
         if time.monotonic() - turn >= TURN_SECONDS:
             await asyncio.sleep(0)
             turn = time.monotonic()
@@ -596,7 +639,14 @@ async def process_rekeyed_batch(runtime: Runtime, engine: KeyedEngine,
                                 records: Sequence[faust.EventT]) -> None:
     """Records of the rekeyed topic in order, state written once for the batch."""
     async with engine.batch():
-        await in_turns(records, lambda record: process_rekeyed(runtime, engine, record))
+        await in_turns(records, lambda record: handle_rekeyed(runtime, engine, record))
+
+
+async def handle_rekeyed(runtime: Runtime, engine: KeyedEngine, record: faust.EventT) -> bool:
+    """`process_rekeyed`, a failure dead-lettering the record alone; False if it failed."""
+    origin = _origin(dict(record.message.headers or []).get(ORIGIN_HEADER), record.message)
+    return await isolated(runtime, record, "rekeyed",
+                          lambda: process_rekeyed(runtime, engine, record), origin)
 
 
 async def process_rekeyed(runtime: Runtime, engine: KeyedEngine, record: faust.EventT) -> None:
@@ -612,10 +662,10 @@ async def process_rekeyed(runtime: Runtime, engine: KeyedEngine, record: faust.E
         return
     origin = _origin(headers.get(ORIGIN_HEADER), message)
     try:
-        event = parse_event(record.value, runtime.choreography.defaults.max_event_bytes)
+        event = read_event(runtime, record.value)
+        check_time(runtime, event, engine.store.clock())
     except InvalidEvent as exc:  # only if someone else wrote to the internal topic
-        await runtime.dead_letter(record.value, message.key, exc.reason, exc.detail, origin,
-                                  stage="rekeyed")
+        await refuse(runtime, record, exc.reason, exc.detail, "rekeyed", origin)
         return
     group_raw = headers.get(GROUP_HEADER, b"").decode()
     group: Group = group_raw or None
@@ -628,17 +678,18 @@ async def process_rekeyed(runtime: Runtime, engine: KeyedEngine, record: faust.E
     first = seen.get(dkey)
     if first is not None and first != message.offset:
         return  # re-sent twice by a replayed read of the events topic
-    seen.put(dkey, event.ts, message.partition, message.offset)
     engine.store.observe(f"r{message.partition}", event.ts, message.offset)
     notes = orjson.loads(headers[ACTIONS_HEADER]) if ACTIONS_HEADER in headers else []
     result = await engine.apply(group, key, event, message.partition, "r", message.offset,
                                 notes, origin)
     await engine.report_late(result, record.value, key, origin)
+    # Last: a record whose handling failed is not a duplicate when it is re-driven.
+    seen.put(dkey, event.ts, message.partition, message.offset)
 
 
 def _origin(raw: bytes | None, message: faust.types.Message) -> Origin:
     if raw:
-        topic, _, rest = raw.decode().rpartition(":")
+        topic, _, rest = raw.decode("utf-8", "replace").rpartition(":")
         topic, _, partition = topic.rpartition(":")
         try:
             return Origin(topic, int(partition), int(rest))

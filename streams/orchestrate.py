@@ -32,7 +32,7 @@ import faust
 
 from choreo.actions import Action
 from choreo.app import Runtime
-from choreo.envelope import Event, InvalidEvent, iso_from_ts, new_event, parse_event
+from choreo.envelope import Event, InvalidEvent, iso_from_ts, new_event
 from choreo.metrics import (
     WORKFLOW_ACTIVE,
     WORKFLOW_EXECUTIONS,
@@ -56,6 +56,7 @@ from choreo.workflows.machine import (
     target_of,
     trigger_start,
 )
+from streams.records import check_time, isolated, read_event
 from tables.pattern_state import partition_for
 from tables.workflows import WorkflowTable
 
@@ -85,8 +86,7 @@ class Orchestrator:
     async def process(self, record: faust.EventT) -> None:
         message = record.message
         try:
-            event = parse_event(record.value,
-                                self.runtime.choreography.defaults.max_event_bytes)
+            event = read_event(self.runtime, record.value)
         except InvalidEvent:
             return  # match_events dead-letters it
         guard = self.runtime.guard
@@ -94,6 +94,10 @@ class Orchestrator:
                                         topic=message.topic, key=message.key,
                                         value=record.value):
             return  # unsigned, forged or unauthorized: match_events dead-letters it
+        try:
+            check_time(self.runtime, event, time.time())
+        except InvalidEvent:
+            return  # stamped in the far future: match_events dead-letters it
         for workflow in self.triggers.get(event.event_type, ()):
             start = trigger_start(event, workflow)
             await self.send([Command(start, start.correlation_id or start.event_id)])
@@ -293,7 +297,8 @@ def register_orchestrator(runtime: Runtime) -> Orchestrator | None:
 
     async def run_workflows(stream: faust.StreamT) -> None:
         async for record in stream.events():
-            await orchestrator.process(record)
+            await isolated(runtime, record, "workflow",
+                           lambda record=record: orchestrator.process(record))
 
     app.agent(runtime.events_topic, name="run_workflows")(run_workflows)
 

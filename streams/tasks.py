@@ -10,6 +10,7 @@ answered by the worker that owns that partition.
 from __future__ import annotations
 
 import logging
+import time
 
 import faust
 from faust.exceptions import SameNode
@@ -17,7 +18,8 @@ from faust.web.exceptions import ServiceUnavailable
 
 from agents.progress import STATES, TASK_PROGRESS
 from choreo.app import Runtime, raw_topic
-from choreo.envelope import Event, InvalidEvent, parse_event
+from choreo.envelope import Event, InvalidEvent
+from streams.records import check_time, isolated, read_event, refuse
 from tables.expiring import ExpiringTable
 from tables.pattern_state import partition_for
 from tables.tasks import add_progress, task_progress_table
@@ -55,21 +57,25 @@ def register_tasks(runtime: Runtime) -> ExpiringTable:
 
     runtime.startup_hooks.append(ensure_tasks_topic)
 
+    async def track_task(record: faust.EventT) -> None:
+        message = record.message
+        try:
+            event = read_event(runtime, record.value)
+            check_time(runtime, event, time.time())
+        except InvalidEvent as exc:  # only if someone else wrote to the internal topic
+            await refuse(runtime, record, exc.reason, exc.detail, "tasks")
+            return
+        if not is_progress(event):
+            return
+        table.advance(message.partition, event.ts)
+        task_id = event.payload["task_id"]
+        snapshot = add_progress(table.get(task_id), event)
+        if snapshot is not None:
+            table.put(task_id, event.ts, message.partition, snapshot)
+
     async def track_tasks(stream: faust.StreamT) -> None:
         async for record in stream.events():
-            message = record.message
-            try:
-                event = parse_event(record.value)
-            except InvalidEvent as exc:
-                log.warning("tasks topic: record skipped: %s", exc)
-                continue
-            if not is_progress(event):
-                continue
-            table.advance(message.partition, event.ts)
-            task_id = event.payload["task_id"]
-            snapshot = add_progress(table.get(task_id), event)
-            if snapshot is not None:
-                table.put(task_id, event.ts, message.partition, snapshot)
+            await isolated(runtime, record, "tasks", lambda record=record: track_task(record))
 
     app.agent(tasks_topic, name="track_tasks")(track_tasks)
 

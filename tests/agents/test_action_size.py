@@ -78,6 +78,8 @@ async def test_an_event_whose_actions_would_not_fit_is_dead_lettered_and_its_nei
 
 
 async def test_an_event_nested_too_deep_to_copy_into_an_action_is_dead_lettered(engine):
+    """Refused at parse (`max_event_depth`), before an action could copy it past the 254
+    levels orjson writes; `action_unencodable` stays the guard behind that."""
     runtime, sent = engine
     envelope = order("ord-deep", [("SKU-BOOK", 1)], 10.0, note="N")
     raw = orjson.dumps(envelope).replace(b'"note":"N"', b'"note":' + b"[" * 300 + b"]" * 300)
@@ -90,7 +92,7 @@ async def test_an_event_nested_too_deep_to_copy_into_an_action_is_dead_lettered(
     assert [a["metadata"]["correlation_id"] for a in inventory] == ["ord-c"]
     [(_key, value, headers)] = sent.records["events.dlq"]
     assert value == raw
-    assert read_dead_letter_headers(headers)["reason"] == "action_unencodable"
+    assert read_dead_letter_headers(headers)["reason"] == "too_deep"
 
 
 async def test_a_deadline_action_that_would_not_fit_goes_to_the_dead_letter_topic_without_data(

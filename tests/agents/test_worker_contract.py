@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import orjson
 import pytest
 
 from agents.worker import Result
@@ -103,8 +102,8 @@ async def test_a_result_with_a_bad_event_type_or_payload_breaks_the_contract(run
 
 async def test_a_bad_record_between_two_good_actions_is_dead_lettered_and_both_run(runtime,
                                                                                   sent):
-    """A deep-nested field the worker copies into its own events (orjson writes 254 levels,
-    reads 1,024) and a garbage record, between two good actions."""
+    """A record nested deeper than `max_event_depth` (orjson reads 1,024 levels, writes 254)
+    and a garbage record, between two good actions: both dead-lettered where they were read."""
     setup(runtime, fixed)
     first, _ = action_bytes("ord-i1")
     second, _ = action_bytes("ord-i2")
@@ -122,28 +121,58 @@ async def test_a_bad_record_between_two_good_actions_is_dead_lettered_and_both_r
     completed = [e["metadata"]["correlation_id"] for e in events(sent)
                  if e["event_type"] == "action.completed"]
     assert completed == ["ord-i1", "ord-i2"]
-    [(key, value, headers)] = sent.records[DLQ]
+    [(key, value, headers), (key2, value2, headers2)] = sent.records[DLQ]
     assert (key, value) == (b"ord-i3", nested_raw), "the original bytes"
     info = read_dead_letter_headers(headers)
+    assert info["reason"] == "too_deep" and info["stage"] == f"worker.{CAPABILITY}"
+    assert (key2, value2) == (b"junk", garbage)
+    assert read_dead_letter_headers(headers2)["reason"] == "not_json"
+
+
+async def test_an_unexpected_failure_on_one_action_is_dead_lettered_and_the_next_runs(
+        runtime, sent, monkeypatch):
+    """Per-record isolation: whatever raises while one action is handled (here, building its
+    `action.started`), that record goes to the capability's dead-letter topic with the
+    exception, and the next action runs."""
+    import agents.worker as worker_module
+
+    setup(runtime, fixed)
+    real = worker_module.started_event
+
+    def breaks_once(action, capability, generation=""):  # noqa: ANN001, ANN202
+        if action.correlation_id == "ord-i6":
+            raise KeyError("boom")
+        return real(action, capability, generation)
+
+    monkeypatch.setattr(worker_module, "started_event", breaks_once)
+    bad, _ = action_bytes("ord-i6")
+    good, _ = action_bytes("ord-i7")
+    async with runtime.app.agents[AGENT].test_context() as agent:
+        await agent.put(value=bad, key=b"ord-i6")
+        await agent.put(value=good, key=b"ord-i7")
+        await outcomes(sent, 1)
+    completed = [e["metadata"]["correlation_id"] for e in events(sent)
+                 if e["event_type"] == "action.completed"]
+    assert completed == ["ord-i7"]
+    [(key, value, headers)] = sent.records[DLQ]
+    assert (key, value) == (b"ord-i6", bad), "the original bytes"
+    info = read_dead_letter_headers(headers)
     assert info["reason"] == "worker_error" and info["stage"] == f"worker.{CAPABILITY}"
-    assert info["exception"] == "TypeError"  # what orjson raises past 254 levels
-    assert info["detail"] == "TypeError: Recursion limit reached"
-    [(key, value, headers)] = sent.records["events.dlq"]
-    assert (key, value) == (b"junk", garbage)
-    assert read_dead_letter_headers(headers)["reason"] == "not_json"
+    assert info["exception"] == "KeyError" and "boom" in info["detail"]
 
 
 async def test_a_result_too_deep_to_publish_fails_the_action_without_retrying(runtime, sent):
     calls = []
 
-    async def copies_data(action):  # noqa: ANN001, ANN202
+    async def deep_result(action):  # noqa: ANN001, ANN202
         calls.append(1)
-        return [Result("payment_successful", dict(action.payload["data"]))]
+        deep: list = []
+        for _ in range(300):  # orjson writes at most 254 levels
+            deep = [deep]
+        return [Result("payment_successful", {"deep": deep})]
 
-    setup(runtime, copies_data)
-    action = orjson.loads(action_bytes("ord-i4")[0])
-    text = orjson.dumps(action).replace(b'"order_id":"ord-i4"',
-                                        b'"order_id":"ord-i4","deep":' + b"[" * 300 + b"]" * 300)
+    setup(runtime, deep_result)
+    text = action_bytes("ord-i4")[0]
     async with runtime.app.agents[AGENT].test_context() as agent:
         await agent.put(value=text, key=b"ord-i4")
         await outcomes(sent, 1)
@@ -193,4 +222,4 @@ async def test_a_bad_record_in_an_agents_inbox_is_dead_lettered_not_read_again(r
     [(key, value, headers)] = sent.records[DLQ]
     assert (key, value) == (b"ord-x1", raw)
     info = read_dead_letter_headers(headers)
-    assert (info["reason"], info["topic"], info["offset"]) == ("worker_error", inbox, "7")
+    assert (info["reason"], info["topic"], info["offset"]) == ("too_deep", inbox, "7")

@@ -272,6 +272,12 @@ FILE_ERRORS = [
                  "must be an integer >= 256", id="defaults-small-max-bytes"),
     pytest.param('[defaults]\nmax_event_bytes = "1MB"\n', "defaults.max_event_bytes",
                  "must be an integer >= 256", id="defaults-max-bytes-string"),
+    pytest.param('[defaults]\nmax_event_depth = 300\n', "defaults.max_event_depth",
+                 "must be an integer from 2 to 200", id="defaults-depth-past-writable"),
+    pytest.param('[defaults]\nmax_event_depth = "64"\n', "defaults.max_event_depth",
+                 "must be an integer from 2 to 200", id="defaults-depth-string"),
+    pytest.param('[defaults]\nmax_future_skew = 300\n', "defaults.max_future_skew",
+                 "expected a duration string", id="defaults-skew-number"),
     pytest.param('defaults = 5\n', "defaults", "must be a table", id="defaults-not-table"),
     pytest.param('[pattern]\nid = "x"\n', "pattern",
                  "unknown top-level table; did you mean 'patterns'?", id="unknown-top-level"),
@@ -414,11 +420,12 @@ def test_defaults_parse_durations(pattern_factory, toml_factory):
         pattern_factory("threshold", id="t"),
         pattern_factory("threshold", id="late", allowed_lateness="1m"),
         defaults={"allowed_lateness": "500ms", "dedup_horizon": "7d", "idle_timeout": "2m",
-                  "max_event_bytes": 4096},
+                  "max_event_bytes": 4096, "max_event_depth": 20, "max_future_skew": "1m"},
     ))
 
     assert choreography.defaults == Defaults(allowed_lateness=0.5, dedup_horizon=7 * 86400.0,
-                                             idle_timeout=120.0, max_event_bytes=4096)
+                                             idle_timeout=120.0, max_event_bytes=4096,
+                                             max_event_depth=20, max_future_skew=60.0)
     assert choreography.pattern("t").allowed_lateness == 0.5
     assert choreography.pattern("late").allowed_lateness == 60.0
 

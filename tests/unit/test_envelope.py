@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from choreo.envelope import InvalidEvent, new_event, parse_event
+from choreo.envelope import (
+    MAX_EVENT_DEPTH,
+    MAX_ID_CHARS,
+    InvalidEvent,
+    check_event_time,
+    new_event,
+    parse_event,
+)
 
 
 def raw(envelope: Any) -> bytes:
@@ -268,7 +275,8 @@ def expect_valid_or_invalid_event(data: bytes) -> None:
         event = parse_event(data)
     except InvalidEvent as error:
         assert error.reason in {"empty", "too_large", "not_json", "not_object", "missing_field",
-                                "wrong_type", "bad_event_type", "bad_timestamp"}
+                                "wrong_type", "bad_event_type", "bad_timestamp", "too_deep",
+                                "too_long"}
     else:
         assert parse_event(event.to_bytes()) == event
 
@@ -317,3 +325,96 @@ def test_any_event_built_in_code_round_trips(event_type: str, payload: dict[str,
 
     assert again == event
     assert again.ts == pytest.approx(moment.timestamp(), abs=1e-6)
+
+
+# --- limits: what parses can be written again --------------------------------------------------
+
+
+def nested(levels: int, opener: bytes = b'{"x":', closer: bytes = b"}") -> bytes:
+    """An envelope whose payload holds `levels` - 2 more levels (the envelope is level 1 and
+    the payload level 2), built as bytes: orjson would refuse to write it."""
+    inner = opener * (levels - 2) + b"1" + closer * (levels - 2)
+    return (b'{"event_id":"e","event_type":"order_received","timestamp":'
+            b'"2024-05-01T12:00:00Z","source":"s","payload":{"deep":' + inner + b"}}")
+
+
+@pytest.mark.parametrize(("opener", "closer"), [(b'{"x":', b"}"), (b"[", b"]")])
+def test_an_event_nested_past_the_limit_is_too_deep(opener: bytes, closer: bytes):
+    assert parse_event(nested(MAX_EVENT_DEPTH, opener, closer)).to_bytes()
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(nested(MAX_EVENT_DEPTH + 1, opener, closer))
+    assert caught.value.reason == "too_deep"
+    assert "max_event_depth" in caught.value.detail
+
+
+def test_300_levels_are_refused_not_crashed_on_later():
+    """The measured case: orjson reads 300 levels but cannot write them again."""
+    deep = nested(300)
+    with pytest.raises(TypeError):  # what the engine met when it wrote the action
+        orjson.dumps(orjson.loads(deep))
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(deep)
+    assert caught.value.reason == "too_deep"
+
+
+def test_the_depth_limit_is_a_parameter():
+    assert parse_event(nested(10), max_depth=10).payload
+    with pytest.raises(InvalidEvent, match="too_deep"):
+        parse_event(nested(11), max_depth=10)
+
+
+def test_many_brackets_side_by_side_are_not_deep():
+    items = b",".join(b'{"sku":[1]}' for _ in range(500))
+    data = (b'{"event_id":"e","event_type":"t","timestamp":"2024-05-01T12:00:00Z",'
+            b'"source":"s","payload":{"items":[' + items + b"]}}")
+    assert len(parse_event(data).payload["items"]) == 500
+
+
+@pytest.mark.parametrize("name", ["event_id", "event_type", "source",
+                                  "metadata.correlation_id", "metadata.causation_id"])
+def test_over_long_ids_are_too_long(envelope_factory, name: str):
+    envelope = envelope_factory()
+    envelope.setdefault("metadata", {})
+    parent, _, field = name.rpartition(".")
+    target = envelope["metadata"] if parent else envelope
+    target[field] = "a" * MAX_ID_CHARS
+    assert parse_event(raw(envelope))
+    target[field] = "a" * (MAX_ID_CHARS + 1)
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(raw(envelope))
+    assert caught.value.reason == "too_long"
+    assert name in caught.value.detail
+
+
+@given(levels=st.integers(1, 1100), kinds=st.lists(st.booleans(), min_size=1, max_size=8))
+def test_whatever_parses_can_be_written_again(levels: int, kinds: list[bool]):
+    """Any nesting up to past orjson's read limit: refused, or accepted and writable."""
+    openers = [b'{"k":' if kinds[n % len(kinds)] else b"[" for n in range(levels)]
+    closers = [b"}" if kinds[n % len(kinds)] else b"]" for n in reversed(range(levels))]
+    payload = b"".join(openers) + b"0" + b"".join(closers)
+    data = (b'{"event_id":"e","event_type":"t","timestamp":"2024-05-01T12:00:00Z",'
+            b'"source":"s","payload":{"v":' + payload + b"}}")
+    try:
+        event = parse_event(data)
+    except InvalidEvent as error:
+        assert error.reason in {"too_deep", "not_json"}
+        return
+    assert parse_event(event.to_bytes()) == event
+
+
+def test_an_event_far_ahead_of_the_clock_is_future(envelope_factory):
+    event = parse_event(raw(envelope_factory(timestamp="2100-01-01T00:00:00Z")))
+    now = datetime(2026, 12, 7, tzinfo=UTC).timestamp()
+    with pytest.raises(InvalidEvent) as caught:
+        check_event_time(event, now, 300)
+    assert caught.value.reason == "future"
+    assert "max_future_skew" in caught.value.detail
+
+
+def test_an_event_within_the_skew_is_on_time(envelope_factory):
+    event = parse_event(raw(envelope_factory(timestamp="2026-12-07T00:04:59Z")))
+    now = datetime(2026, 12, 7, tzinfo=UTC).timestamp()
+    check_event_time(event, now, 300)  # 299 s ahead: accepted
+    check_event_time(event, now + 3600, 300)  # in the past: accepted
+    with pytest.raises(InvalidEvent, match="future"):
+        check_event_time(event, now, 60)
