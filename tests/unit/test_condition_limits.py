@@ -135,6 +135,17 @@ def test_the_issues_concatenation_on_a_500k_item_list_is_cut_not_run():
     assert refused_or_cut(CONCATENATIONS, {"a": [1, 2]}) == "True"
 
 
+def test_a_cut_evaluation_is_counted_as_a_condition_error(choreography_factory,
+                                                          pattern_factory, event_factory):
+    from choreo.matching import EventMatcher
+
+    matcher = EventMatcher(choreography_factory(
+        pattern_factory(id="concat", action="never", when=CONCATENATIONS)).patterns)
+    assert matcher.match(event_factory(payload=HUGE)) == []
+    assert matcher.match(event_factory(payload={"a": [1]})) != []
+    assert matcher.stats.condition_errors == {"concat": 1}
+
+
 @pytest.mark.parametrize("expr", [
     " || ".join(["-1 in payload.a"] * 20),          # 20 scans of the list
     " && ".join(["payload.a == payload.a"] * 10),   # 10 comparisons of two copies
