@@ -190,8 +190,8 @@ def _load(expr: object, order: tuple[str, ...] = _VARIABLE_ORDER
     if weight * MIN_CONDITION_INPUT > MAX_CONDITION_COST:
         raise ConditionError(
             f"condition is too costly: {_count_refs(code, order)} references to the event "
-            f"times {len(_PLUS.findall(code))} + 1 '+' is a weight of {weight}; the limit is "
-            f"{MAX_CONDITION_COST // MIN_CONDITION_INPUT}")
+            f"times (1 + {len(_PLUS.findall(code))} '+') is a weight of {weight}; the limit "
+            f"is {MAX_CONDITION_COST // MIN_CONDITION_INPUT}")
     return program, tuple(name for name in order if name in free)
 
 
@@ -319,7 +319,10 @@ def _check_cost(source: str, weight: int, variables: Mapping[str, Any]) -> None:
     limit = MAX_CONDITION_COST // weight
     size = 0
     for value in variables.values():
-        size += len(orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS))
+        try:
+            size += len(orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS))
+        except orjson.JSONEncodeError:  # e.g. an int past 64 bits: repr is as long
+            size += len(repr(value))
         if size > limit:
             raise ConditionRuntimeError(
                 f"{source!r}: the event is too big for this condition: over {limit} bytes "
