@@ -34,6 +34,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from choreo import kafka_clients
 from tables.expiring import ExpiringTable, sweep_every
 
 log = logging.getLogger(__name__)
@@ -112,9 +113,9 @@ class InboxReader:
                         self.topic, timeout)
 
     async def run(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False,
-            auto_offset_reset="earliest", **self.options)
+        consumer = kafka_clients.consumer(
+            self.bootstrap, options=self.options, group_id=self.group,
+            enable_auto_commit=False, auto_offset_reset="earliest")
         await consumer.start()
         pending: dict[TopicPartition, int] = {}
         try:

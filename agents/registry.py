@@ -25,9 +25,9 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from agents.inbox import InboxReader, inbox_group
+from choreo import kafka_clients
 from choreo.app import Runtime
 from choreo.registry import Descriptor, default_agent_id, heartbeat_record
 from choreo.topics import ensure_topics
@@ -58,9 +58,8 @@ class Presence:
         """Send a presence record; returns the future of its acknowledgement."""
         if self.producer is None:
             settings = self.runtime.settings
-            self.producer = AIOKafkaProducer(
-                bootstrap_servers=settings.bootstrap_servers, acks=1, linger_ms=0,
-                **settings.kafka_options())
+            self.producer = kafka_clients.producer(settings.bootstrap_servers,
+                                                   settings=settings, acks=1, linger_ms=0)
             await self.producer.start()
         record = heartbeat_record(kind, self.descriptor, self.incarnation, self.seq, time.time())
         self.seq += 1
@@ -112,8 +111,7 @@ class Presence:
             return
         await ensure_topics(settings.bootstrap_servers, inboxes, settings.partitions,
                             client=client)
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
-                                    **settings.kafka_options())
+        admin = kafka_clients.admin(settings.bootstrap_servers, settings=settings)
         await admin.start()
         try:
             pool = await admin.list_consumer_group_offsets(settings.app_id)

@@ -161,10 +161,12 @@ async def _read_changelog(bootstrap: str, topic: str, client: dict
                           ) -> dict[bytes, bytes | None] | None:
     """The last value of every key of a changelog topic, read up to the end offsets it had
     when the read began (None: no such topic)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", group_id=None, **client)
+    from choreo import kafka_clients
+
+    consumer = kafka_clients.consumer(bootstrap, options=client, enable_auto_commit=False,
+                                      auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     try:
         found = consumer.partitions_for_topic(topic)

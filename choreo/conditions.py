@@ -26,6 +26,17 @@ evaluated on an event whose referenced variables hold more than MAX_COMPREHENSIO
 list items and map entries in all, or a string longer than MAX_COMPREHENSION_STRING; that
 evaluation fails (the pattern does not fire, and the error is counted). The slowest
 expressions found within these limits took up to 0.3 s (tests/unit/test_condition_limits.py).
+
+Expressions without macros are bounded too: each operation costs time in proportion to the
+values it touches (`payload.a == payload.a` compares every item, `payload.a + payload.a`
+copies them), and a chain of `+` builds ever longer lists. An expression's weight is the
+number of references to the event's variables times one more than its number of `+`. An
+evaluation whose weight times the JSON size of the referenced variables is over
+MAX_CONDITION_COST fails like the above, before running; an expression of weight 1 (one
+reference, no `+`, e.g. `payload.order_value > 1000`) is not measured. An expression so
+heavy that it could not look at MIN_CONDITION_INPUT bytes is refused at load. On a 1 MiB
+event of 500,000 items, `size(payload.a + ... + payload.a)` with 30 terms (367 characters)
+took 12.6 s; it now fails at once. Timings belong in `make bench`, not in the tests.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cel
+import orjson
 
 __all__ = [
     "ALLOWED_VARIABLES",
@@ -44,6 +56,7 @@ __all__ = [
     "MAX_COMPREHENSION_STRING",
     "MAX_EXPRESSION_DEPTH",
     "MAX_EXPRESSION_LENGTH",
+    "MAX_CONDITION_COST",
     "Condition",
     "ConditionError",
     "ConditionRuntimeError",
@@ -57,11 +70,18 @@ MAX_EXPRESSION_DEPTH = 32
 MAX_COMPREHENSIONS = 4
 MAX_COMPREHENSION_ITEMS = 1_000
 MAX_COMPREHENSION_STRING = 10_000
+# Weight times the JSON bytes of the referenced variables allowed for one evaluation: about
+# 50 ms of copying and comparing in the interpreter (100-250 ns an item and operation, and
+# an item takes 2 bytes or more).
+MAX_CONDITION_COST = 1_000_000
+MIN_CONDITION_INPUT = 1_000
 
 _OPENERS = frozenset("([{")
 _CLOSERS = frozenset(")]}")
 _MACRO_VARIABLE = re.compile(r"\.\s*(?:all|exists_one|exists|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
 _MACRO_CALL = re.compile(r"\.\s*(all|exists_one|exists|map|filter)\s*\(")
+# A binary `+`: after an operand's end (strings are blanked, their quotes kept).
+_PLUS = re.compile(r"(?<=[\w)\]}'\"])\s*\+")
 _IDENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 _SYNTAX_ERROR = re.compile(r"ERROR: <input>:(\d+):(\d+): (?:Syntax error: )?(.*)")
 _LONG_EXPECTING = re.compile(r"\s*expecting \{[^}]*,[^}]*,[^}]*,[^}]*\}")
@@ -86,12 +106,15 @@ class Condition:
     _program: Any = field(init=False, repr=False, compare=False)
     _names: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _loops: bool = field(init=False, repr=False, compare=False)
+    _weight: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         program, names = _load(self.source, self.variables)
+        code = _blank_strings(self.source)
         object.__setattr__(self, "_program", program)
         object.__setattr__(self, "_names", names)
-        object.__setattr__(self, "_loops", bool(_MACRO_CALL.search(_blank_strings(self.source))))
+        object.__setattr__(self, "_loops", bool(_MACRO_CALL.search(code)))
+        object.__setattr__(self, "_weight", cost_weight(code, self.variables))
 
     def __reduce__(self) -> tuple[type[Condition], tuple[str, tuple[str, ...]]]:
         return (Condition, (self.source, self.variables))
@@ -109,6 +132,8 @@ class Condition:
                 variables[name] = value
         if self._loops:
             _check_loop_input(self.source, variables)
+        if self._weight > 1:
+            _check_cost(self.source, self._weight, variables)
         try:
             result = self._program.execute(variables)
         except KeyError as exc:
@@ -161,7 +186,25 @@ def _load(expr: object, order: tuple[str, ...] = _VARIABLE_ORDER
         raise ConditionError(f"unknown {noun} {names}; conditions see {', '.join(order)}")
     if not free and not bound:
         _check_constant(program)
+    weight = cost_weight(code, order)
+    if weight * MIN_CONDITION_INPUT > MAX_CONDITION_COST:
+        raise ConditionError(
+            f"condition is too costly: {_count_refs(code, order)} references to the event "
+            f"times (1 + {len(_PLUS.findall(code))} '+') is a weight of {weight}; the limit "
+            f"is {MAX_CONDITION_COST // MIN_CONDITION_INPUT}")
     return program, tuple(name for name in order if name in free)
+
+
+def _count_refs(code: str, variables: tuple[str, ...] | frozenset[str]) -> int:
+    """How many times code (strings blanked) names one of the variables."""
+    return sum(1 for name in re.findall(r"(?<![\w.])([A-Za-z_]\w*)", code) if name in variables)
+
+
+def cost_weight(code: str, variables: tuple[str, ...] | frozenset[str] = _VARIABLE_ORDER
+                ) -> int:
+    """References to the event times (1 + binary `+`): an upper bound, in units of the
+    referenced values' size, on the items an evaluation copies and compares."""
+    return _count_refs(code, variables) * (1 + len(_PLUS.findall(code)))
 
 
 def _check_comprehensions(code: str, allowed: frozenset[str] = ALLOWED_VARIABLES) -> None:
@@ -269,6 +312,22 @@ def _check_loop_input(source: str, variables: Mapping[str, Any]) -> None:
             raise ConditionRuntimeError(
                 f"{source!r}: the event has over {MAX_COMPREHENSION_ITEMS} list items and map "
                 "entries, the limit for conditions with comprehensions")
+
+
+def _check_cost(source: str, weight: int, variables: Mapping[str, Any]) -> None:
+    """Refuse to evaluate when weight times the variables' JSON size is over the budget."""
+    limit = MAX_CONDITION_COST // weight
+    size = 0
+    for value in variables.values():
+        try:
+            size += len(orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS))
+        except orjson.JSONEncodeError:  # e.g. an int past 64 bits: repr is as long
+            size += len(repr(value))
+        if size > limit:
+            raise ConditionRuntimeError(
+                f"{source!r}: the event is too big for this condition: over {limit} bytes "
+                f"of referenced values for its weight {weight} (references times 1 + '+'; "
+                f"the limit is {MAX_CONDITION_COST} for weight times bytes)")
 
 
 def _check_constant(program: Any) -> None:

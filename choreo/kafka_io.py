@@ -1,4 +1,8 @@
-"""Plain aiokafka helpers for the command line, the demo and the tests."""
+"""Plain aiokafka helpers for the command line, the demo and the tests.
+
+Their clients come from choreo/kafka_clients.py: `client` (aiokafka options for TLS/SASL)
+overrides the process's settings, which apply otherwise.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from choreo import kafka_clients
 from choreo.envelope import new_event
 
 
@@ -43,9 +48,11 @@ def envelopes(records: Iterable[Record]) -> list[dict[str, Any]]:
     return [e for e in (r.envelope() for r in records) if e is not None]
 
 
-def producer(bootstrap: str, **kwargs: Any) -> AIOKafkaProducer:
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                            linger_ms=5, **kwargs)
+def producer(bootstrap: str, client: Mapping[str, Any] | None = None,
+             **kwargs: Any) -> AIOKafkaProducer:
+    """An idempotent producer that waits for every replica; `client` as in the module doc."""
+    return kafka_clients.producer(bootstrap, options=client, **{
+        "acks": "all", "enable_idempotence": True, "linger_ms": 5, **kwargs})
 
 
 def complete_envelope(data: dict[str, Any], source: str = "choreo.produce") -> dict[str, Any]:
@@ -84,7 +91,7 @@ async def send_all(bootstrap: str, topic: str,
 
     `client` adds aiokafka options (TLS, SASL: Settings.kafka_options()).
     """
-    prod = producer(bootstrap, **(client or {}))
+    prod = producer(bootstrap, client)
     await prod.start()
     sent = 0
     try:
@@ -115,9 +122,8 @@ async def read_records(bootstrap: str, topics: Iterable[str], *, idle: float = 1
                        timeout: float = 30.0, client: Mapping[str, Any] | None = None
                        ) -> AsyncIterator[Record]:
     """Read the topics from the beginning until nothing new arrives for `idle` seconds."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", group_id=None,
-                                **(client or {}))
+    consumer = kafka_clients.consumer(bootstrap, options=client, enable_auto_commit=False,
+                                      auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     try:
         partitions = []
@@ -152,11 +158,21 @@ async def collect(bootstrap: str, topics: Iterable[str], **kwargs: Any) -> list[
     return [r async for r in read_records(bootstrap, topics, **kwargs)]
 
 
-async def tail(bootstrap: str, topic: str, per_partition: int = 20) -> list[Record]:
+async def tail(bootstrap: str, topic: str, per_partition: int = 20,
+               client: Mapping[str, Any] | None = None) -> list[Record]:
     """The last `per_partition` records of each partition of a topic, newest first."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                group_id=None)
+    consumer = kafka_clients.consumer(bootstrap, options=client, enable_auto_commit=False,
+                                      group_id=None)
     await consumer.start()
+    try:
+        return await tail_with(consumer, topic, per_partition)
+    finally:
+        await consumer.stop()
+
+
+async def tail_with(consumer: AIOKafkaConsumer, topic: str, per_partition: int = 20
+                    ) -> list[Record]:
+    """`tail` with a started consumer of no group, which may be used again afterwards."""
     out: list[Record] = []
     try:
         found = consumer.partitions_for_topic(topic)
@@ -187,5 +203,5 @@ async def tail(bootstrap: str, topic: str, per_partition: int = 20) -> list[Reco
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)
     finally:
-        await consumer.stop()
+        consumer.assign([])  # nothing fetched in the background until the next call
     return sorted(out, key=lambda r: (r.timestamp_ms, r.offset), reverse=True)

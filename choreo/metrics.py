@@ -1,25 +1,117 @@
-"""Prometheus metrics, one registry per process."""
+"""Prometheus metrics, one registry per process.
+
+Every label value is bounded, so that no input can grow `/metrics` without end: values are
+cut to MAX_LABEL_LENGTH characters; a label with a `LabelBound` (event_type, workflow) keeps
+the values the choreography declares plus the first `spare` others and counts the rest as
+OTHER; and a metric has at most MAX_SERIES label sets, later new ones counted as OTHER.
+"""
 
 from __future__ import annotations
 
-from typing import TypeVar
+import threading
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import prometheus_client
+from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
 M = TypeVar("M", bound=MetricWrapperBase)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+OTHER = "other"
+MAX_LABEL_LENGTH = 100
+MAX_SERIES = 1000
+UNKNOWN_EVENT_TYPES = 100
+
+
+class LabelBound:
+    """The values one label may take: the declared ones, then the first `spare` others;
+    anything else is OTHER."""
+
+    def __init__(self, spare: int) -> None:
+        self.spare = spare
+        self.declared: frozenset[str] = frozenset()
+        self.others: set[str] = set()
+        self._lock = threading.Lock()
+
+    def declare(self, values: Iterable[str], spare: int | None = None) -> None:
+        """Set the declared values (cut like any label value) and, optionally, the spare."""
+        self.declared = frozenset(_cut(str(v)) for v in values)
+        if spare is not None:
+            self.spare = spare
+        self.others = set(list(self.others)[:self.spare]) - self.declared
+
+    def __call__(self, value: str) -> str:
+        if value in self.declared or value in self.others:
+            return value
+        with self._lock:
+            if len(self.others) < self.spare:
+                self.others.add(value)
+                return value
+        return OTHER
+
+
+# Label name -> its bound. Event types come from the events read; workflow names from
+# `workflow.start` payloads, so only the declared ones are kept (streams/runtime_metrics.py
+# declares both from the choreography).
+LABEL_BOUNDS = {"event_type": LabelBound(UNKNOWN_EVENT_TYPES), "workflow": LabelBound(0)}
+
+
+def _cut(value: str) -> str:
+    return value if len(value) <= MAX_LABEL_LENGTH else value[:MAX_LABEL_LENGTH - 3] + "..."
+
+
+def bounded_labels(metric: Any, values: tuple[object, ...]) -> tuple[str, ...]:
+    """The label values `metric` records for `values`: cut, bounded, OTHER past the caps."""
+    out = []
+    for name, value in zip(metric._labelnames, values, strict=False):  # noqa: SLF001
+        text = _cut(str(value))
+        bound = LABEL_BOUNDS.get(name)
+        out.append(bound(text) if bound is not None else text)
+    labels = tuple(out)
+    series = metric._metrics  # noqa: SLF001
+    if labels not in series and len(series) >= MAX_SERIES:
+        return (OTHER,) * len(labels)
+    return labels
+
+
+class _Bounded:
+    """`labels()` through `bounded_labels`."""
+
+    def labels(self, *values: object, **by_name: object) -> Any:
+        if by_name and not values and sorted(by_name) == sorted(self._labelnames):
+            values = tuple(by_name[name] for name in self._labelnames)
+            by_name = {}
+        if by_name:
+            return super().labels(*values, **by_name)  # type: ignore[misc] # its own error
+        return super().labels(*bounded_labels(self, values))  # type: ignore[misc]
+
+
+class Counter(_Bounded, prometheus_client.Counter):
+    pass
+
+
+class Gauge(_Bounded, prometheus_client.Gauge):
+    pass
+
+
+class Histogram(_Bounded, prometheus_client.Histogram):
+    pass
+
 
 _CHILDREN: dict[tuple[object, tuple[str, ...]], object] = {}
 
 
 def child(metric: M, *labels: str) -> M:
     """`metric.labels(*labels)`, looked up once: `labels()` takes a lock and checks its
-    arguments on every call, 2% of the timer's time when it ran a deadline backlog."""
+    arguments on every call, 2% of the timer's time when it ran a deadline backlog. Only
+    label values within the bounds are remembered."""
     found = _CHILDREN.get((metric, labels))
     if found is None:
-        found = _CHILDREN[(metric, labels)] = metric.labels(*labels)
+        found = metric.labels(*labels)
+        if found._labelvalues == labels:  # noqa: SLF001 - not cut nor counted as OTHER
+            _CHILDREN[(metric, labels)] = found
     return found  # type: ignore[return-value]
 
 EVENTS_IN = Counter("choreo_events_in_total", "Valid events read, by type.", ["event_type"],

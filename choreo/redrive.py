@@ -23,8 +23,9 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
+from choreo import kafka_clients
 from choreo.dead_letter import read_dead_letter_headers
 from choreo.kafka_io import Headers, Record, producer
 from choreo.signing import REASONS
@@ -87,11 +88,11 @@ async def redrive(bootstrap: str, dead_letter_topic: str, allowed: Collection[st
     `client` adds aiokafka options (TLS, SASL).
     """
     report = RedriveReport()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group or default_group(
-        dead_letter_topic), enable_auto_commit=False, auto_offset_reset="earliest",
-        **(client or {}))
+    consumer = kafka_clients.consumer(
+        bootstrap, options=client, group_id=group or default_group(dead_letter_topic),
+        enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
-    prod = None if dry_run else producer(bootstrap, **(client or {}))
+    prod = None if dry_run else producer(bootstrap, client)
     if prod is not None:
         await prod.start()
     try:

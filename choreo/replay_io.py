@@ -6,8 +6,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
+from choreo import kafka_clients
 from choreo.kafka_io import Record
 
 
@@ -20,8 +20,9 @@ class Bounds:
 
 
 def _consumer(bootstrap: str) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                            auto_offset_reset="earliest", group_id=None)
+    """A consumer of no group, with the process's TLS/SASL settings (choreo/kafka_clients.py)."""
+    return kafka_clients.consumer(bootstrap, enable_auto_commit=False,
+                                  auto_offset_reset="earliest", group_id=None)
 
 
 async def topic_bounds(bootstrap: str, topic: str) -> Bounds | None:
@@ -61,7 +62,7 @@ async def offsets_for_time(bootstrap: str, topic: str, partitions: list[int], ts
 async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     """The consumer group's committed offsets on the topic (partitions it never committed
     are left out)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = kafka_clients.admin(bootstrap)
     await admin.start()
     try:
         found = await admin.list_consumer_group_offsets(group)

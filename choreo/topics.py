@@ -8,8 +8,10 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+
+from choreo import kafka_clients
 
 log = logging.getLogger(__name__)
 
@@ -19,9 +21,9 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int,
                         client: Mapping[str, Any] | None = None) -> list[str]:
     """Create any missing topics (with `config`, e.g. compaction); return the names created.
 
-    `client` adds aiokafka options (TLS, SASL: Settings.kafka_options()).
+    `client` is the aiokafka options for TLS/SASL (default: the process's settings).
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(client or {}))
+    admin = kafka_clients.admin(bootstrap, options=client)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -49,7 +51,7 @@ async def wait_for_coordinator(bootstrap: str, group_id: str, timeout: float = 6
     request; a Faust consumer that joins during that window has been seen to stop
     fetching from some of its partitions, so the worker waits here first.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(client or {}))
+    admin = kafka_clients.admin(bootstrap, options=client)
     await admin.start()
     deadline = time.monotonic() + timeout
     try:

@@ -30,8 +30,8 @@ from typing import Any
 import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
+from choreo import kafka_clients
 from choreo.actions import Action
 from choreo.app import Runtime, raw_topic
 from choreo.envelope import new_event
@@ -102,9 +102,9 @@ class RegistryView:
     async def follow(self) -> None:
         topic = self.runtime.choreography.topics.agents_topic
         settings = self.runtime.settings
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
-                                    group_id=None, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", **settings.kafka_options())
+        consumer = kafka_clients.consumer(settings.bootstrap_servers, settings=settings,
+                                          group_id=None, enable_auto_commit=False,
+                                          auto_offset_reset="earliest")
         await consumer.start()
         try:
             found = None
@@ -286,9 +286,9 @@ class LivenessOwner:
         bootstrap = self.runtime.settings.bootstrap_servers
         options = self.runtime.settings.kafka_options()
         group = drain_group(inbox)
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                                    enable_auto_commit=False, auto_offset_reset="earliest",
-                                    **options)
+        consumer = kafka_clients.consumer(bootstrap, options=options, group_id=group,
+                                          enable_auto_commit=False,
+                                          auto_offset_reset="earliest")
         await consumer.start()
         try:
             found = consumer.partitions_for_topic(inbox)
@@ -371,7 +371,7 @@ async def committed_offsets(bootstrap: str, group: str, tps: list[TopicPartition
     TLS/SASL settings (Settings.kafka_options)."""
     if not group:
         return {}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
+    admin = kafka_clients.admin(bootstrap, options=options)
     await admin.start()
     try:
         found = await admin.list_consumer_group_offsets(group, partitions=tps)

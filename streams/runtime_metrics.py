@@ -11,8 +11,16 @@ from typing import Any
 
 from choreo import rocksdb_memory
 from choreo.app import Runtime
+from choreo.config import Choreography
+from choreo.graph_svg import build_graph
 from choreo.matchers.correlation import TRACKER_ID
-from choreo.metrics import CONSUMER_LAG, PATTERN_KEYS, ROCKSDB_MEMORY, TABLE_ENTRIES
+from choreo.metrics import (
+    CONSUMER_LAG,
+    LABEL_BOUNDS,
+    PATTERN_KEYS,
+    ROCKSDB_MEMORY,
+    TABLE_ENTRIES,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +101,22 @@ async def count_tables(runtime: Runtime, not_before: dict[str, float] | None = N
         not_before[name] = began + COUNT_SHARE * (time.monotonic() - began)
 
 
+def declare_label_values(choreography: Choreography) -> None:
+    """The label values the file declares: event types its patterns listen to and its
+    workers produce (globs left out), and its workflows; see choreo/metrics.py."""
+    types = []
+    for node_id in build_graph(choreography).nodes:
+        kind, name = node_id.split(":", 1)
+        if kind in ("event", "result") and not any(ch in name for ch in "*?["):
+            types.append(name)
+    LABEL_BOUNDS["event_type"].declare(types)
+    LABEL_BOUNDS["workflow"].declare(w.name for w in choreography.workflows)
+
+
 def register_runtime_metrics(runtime: Runtime) -> None:
-    """Count table entries every few seconds (the lag is read on each scrape)."""
+    """Count table entries every few seconds (the lag is read on each scrape); bound the
+    metrics' label values by the choreography."""
+    declare_label_values(runtime.choreography)
 
     not_before: dict[str, float] = {}
 

@@ -9,20 +9,26 @@ is one HTML file with its script and styles inline: nothing is fetched from else
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
+
+from choreo import kafka_clients
 from choreo.app import Runtime
 from choreo.dead_letter import read_dead_letter_headers
 from choreo.graph_svg import build_graph, render_svg
-from choreo.kafka_io import tail
+from choreo.kafka_io import tail_with
 from choreo.matchers.correlation import TRACKER_ID
 from choreo.metrics import ACTIONS_SENT, EVENTS_IN, WORKER_ACTIONS
 from choreo.static_check import emits, overlaps
 from streams.views import answer_for_key
 from tables.pattern_state import partition_for
 
+log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("ui.html")
 DEAD_LETTER_CACHE_SECONDS = 2.0
 
@@ -87,9 +93,83 @@ def flow(runtime: Runtime, correlation_id: str) -> dict[str, Any]:
             "partial_matches": partial, "partition": partition, "now": time.time()}
 
 
+class GraphPicture:
+    """`/ui/graph.svg`: drawn in a thread (it walks the choreography and the metrics, which
+    took the event loop 1-1.5 s a request), one drawing at a time for all requests, and
+    drawn again only when the counts have changed."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.lock = asyncio.Lock()
+        self.counts: dict[str, float] | None = None
+        self.svg = b""
+
+    def draw(self) -> bytes:
+        """Runs in a worker thread."""
+        counts = graph_counts(self.runtime)
+        if counts != self.counts:
+            self.svg = render_svg(self.runtime.choreography, counts).encode()
+            self.counts = counts
+        return self.svg
+
+    async def get(self) -> bytes:
+        async with self.lock:
+            return await asyncio.to_thread(self.draw)
+
+
+class DeadLetterReader:
+    """`/ui/dead-letters/`: one consumer (of no group) for every request, kept open between
+    reads. A request that comes while a read is under way waits for it and gets its result;
+    a result is served for DEAD_LETTER_CACHE_SECONDS."""
+
+    def __init__(self, runtime: Runtime, per_partition: int = 20, limit: int = 50) -> None:
+        self.runtime = runtime
+        self.topic = runtime.choreography.topics.dead_letter_topic
+        self.per_partition, self.limit = per_partition, limit
+        self.lock = asyncio.Lock()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.at = 0.0
+        self.body: dict[str, Any] | None = None
+
+    async def get(self) -> dict[str, Any]:
+        async with self.lock:
+            if self.body is None or time.monotonic() - self.at > DEAD_LETTER_CACHE_SECONDS:
+                self.body = await self.read()
+                self.at = time.monotonic()
+            return self.body
+
+    async def read(self) -> dict[str, Any]:
+        if self.consumer is None:
+            settings = self.runtime.settings
+            consumer = kafka_clients.consumer(settings.bootstrap_servers, settings=settings,
+                                              enable_auto_commit=False, group_id=None)
+            await consumer.start()
+            self.consumer = consumer
+        try:
+            records = await tail_with(self.consumer, self.topic, self.per_partition)
+        except Exception:
+            await self.close()  # a fresh consumer next time
+            raise
+        return {"topic": self.topic, "records": [
+            dead_letter_view(self.runtime, r) for r in records[:self.limit]]}
+
+    async def close(self) -> None:
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            try:
+                await consumer.stop()
+            except Exception:  # noqa: BLE001 - it is being dropped anyway
+                log.debug("dead-letter reader: stopping the consumer failed", exc_info=True)
+
+
 def register_ui(runtime: Runtime) -> None:
     app = runtime.app
-    cache: dict[str, Any] = {"at": 0.0, "body": None}
+    picture = runtime.graph_picture = GraphPicture(runtime)  # type: ignore[attr-defined]
+    reader = runtime.dead_letter_reader = DeadLetterReader(runtime)  # type: ignore[attr-defined]
+
+    @app.on_before_shutdown.connect
+    async def close_dead_letter_reader(sender: Any, **_kwargs: Any) -> None:
+        await reader.close()
 
     @app.page("/ui/")
     async def page(web, request):  # noqa: ANN001 - Faust view signature
@@ -97,8 +177,7 @@ def register_ui(runtime: Runtime) -> None:
 
     @app.page("/ui/graph.svg")
     async def graph(web, request):  # noqa: ANN001
-        svg = render_svg(runtime.choreography, graph_counts(runtime))
-        return web.bytes(svg.encode(), content_type="image/svg+xml")
+        return web.bytes(await picture.get(), content_type="image/svg+xml")
 
     @app.page("/ui/flow/{correlation_id}/")
     async def flow_view(web, request, correlation_id):  # noqa: ANN001
@@ -107,13 +186,7 @@ def register_ui(runtime: Runtime) -> None:
 
     @app.page("/ui/dead-letters/")
     async def dead_letters(web, request):  # noqa: ANN001
-        if cache["body"] is None or time.monotonic() - cache["at"] > DEAD_LETTER_CACHE_SECONDS:
-            topic = runtime.choreography.topics.dead_letter_topic
-            records = await tail(runtime.settings.bootstrap_servers, topic, per_partition=20)
-            cache["body"] = {"topic": topic, "records": [
-                dead_letter_view(runtime, r) for r in records[:50]]}
-            cache["at"] = time.monotonic()
-        return web.json(cache["body"])
+        return web.json(await reader.get())
 
 
 def dead_letter_view(runtime: Runtime, record: Any) -> dict[str, Any]:

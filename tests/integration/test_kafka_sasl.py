@@ -115,5 +115,17 @@ def test_a_worker_runs_the_flow_through_scram(sasl_broker, tmp_path: Path, monke
 
         agent = wait_until(registered, timeout=60, every=1.0)
         assert "inventory_management" in agent["capabilities"]
+        # The dead-letter view's reader is built by choreo/kafka_clients.py with the
+        # worker's SASL settings (on main it was not, and the view answered 500).
+        asyncio.run(send_all(bootstrap, topics.events_topic, [(b"bad", b"not json")],
+                             client=settings.kafka_options()))
+
+        def dead_lettered() -> list[dict]:
+            body = orjson.loads(worker.get("/ui/dead-letters/"))
+            assert body["topic"] == topics.dead_letter_topic
+            return [r for r in body["records"] if r["key"] == "bad"]
+
+        [record] = wait_until(dead_lettered, timeout=60, every=2.5)
+        assert record["value"] == "not json" and record["stage"] == "ingest"
     finally:
         worker.stop()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import random
 import time
 
+import orjson
 import pytest
 
 from choreo.conditions import (
     MAX_COMPREHENSION_ITEMS,
     MAX_COMPREHENSION_STRING,
     MAX_COMPREHENSIONS,
+    MAX_CONDITION_COST,
     MAX_EXPRESSION_LENGTH,
     ConditionError,
     ConditionRuntimeError,
@@ -71,6 +73,11 @@ ADVERSARIAL = [
     "payload.s + payload.s + payload.s + payload.s == ''",
 ]
 
+# CPU seconds (time.process_time: not the wall clock, which other processes on a busy machine
+# stretch) an evaluation may take: five times and more the slowest seen (0.3 s). Timings
+# proper are `make bench` territory; this only catches a cost that grows out of bounds.
+CPU_BOUND = 2.0
+
 
 def test_big_is_the_largest_event_a_comprehension_may_loop_over():
     from choreo.conditions import _check_loop_input
@@ -81,11 +88,11 @@ def test_big_is_the_largest_event_a_comprehension_may_loop_over():
 
 
 @pytest.mark.parametrize("expr", ADVERSARIAL)
-def test_adversarial_conditions_on_the_largest_event_stay_under_a_second(expr: str):
+def test_adversarial_conditions_on_the_largest_event_stay_within_a_cpu_bound(expr: str):
     condition = compile_condition(expr)
-    started = time.perf_counter()
+    started = time.process_time()
     condition.evaluate(context(BIG))  # within the limits: evaluated, not refused
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < CPU_BOUND
 
 
 def test_an_event_too_big_to_loop_over_fails_that_evaluation_only():
@@ -98,6 +105,75 @@ def test_an_event_too_big_to_loop_over_fails_that_evaluation_only():
     assert condition.evaluate(context({"a": [1]})) is True
     # Without a comprehension the size of the event does not matter.
     assert compile_condition("size(payload.a) > 5").evaluate(context(too_many)) is True
+
+
+# --- expressions without comprehensions: a cost bound too ----------------------------------
+
+# The issue's expression: 367 characters, 12.6 s for one event on a 500,000-item list.
+CONCATENATIONS = "size(" + " + ".join(["payload.a"] * 30) + ") > 0"
+HUGE = {"a": [0] * 500_000}  # 1 MB of JSON: about the largest event the engine reads
+
+
+def refused_or_cut(expr: str, payload: dict) -> str:
+    """'refused' at load, 'cut' (a ConditionRuntimeError, counted as a condition error
+    by the engine), or the evaluation's result."""
+    try:
+        condition = compile_condition(expr)
+    except ConditionError:
+        return "refused"
+    try:
+        return str(condition.evaluate(context(payload)))
+    except ConditionRuntimeError as exc:
+        assert "too big for this condition" in str(exc)
+        return "cut"
+
+
+def test_the_issues_concatenation_on_a_500k_item_list_is_cut_not_run():
+    assert len(CONCATENATIONS) == 367
+    assert refused_or_cut(CONCATENATIONS, HUGE) in ("refused", "cut")
+    # The same expression on a small event still runs.
+    assert refused_or_cut(CONCATENATIONS, {"a": [1, 2]}) == "True"
+
+
+def test_a_cut_evaluation_is_counted_as_a_condition_error(choreography_factory,
+                                                          pattern_factory, event_factory):
+    from choreo.matching import EventMatcher
+
+    matcher = EventMatcher(choreography_factory(
+        pattern_factory(id="concat", action="never", when=CONCATENATIONS)).patterns)
+    assert matcher.match(event_factory(payload=HUGE)) == []
+    assert matcher.match(event_factory(payload={"a": [1]})) != []
+    assert matcher.stats.condition_errors == {"concat": 1}
+
+
+@pytest.mark.parametrize("expr", [
+    " || ".join(["-1 in payload.a"] * 20),          # 20 scans of the list
+    " && ".join(["payload.a == payload.a"] * 10),   # 10 comparisons of two copies
+    "size(payload.a + payload.a + payload.a) > 0",  # copies a growing list
+    "payload.s + payload.s + payload.s == ''",
+])
+def test_heavy_expressions_without_comprehensions_are_cut_on_a_huge_event(expr: str):
+    assert refused_or_cut(expr, {**HUGE, "s": "x" * 1_000_000}) == "cut"
+    assert refused_or_cut(expr, SMALL) in ("True", "False")
+
+
+def test_an_expression_too_heavy_for_any_real_event_is_refused_at_load():
+    expr = "size(" + " + ".join(["payload.a"] * 40) + ") > 0"  # weight 40 * 40 = 1600
+    with pytest.raises(ConditionError, match="too costly"):
+        compile_condition(expr)
+
+
+def test_the_cost_bound_counts_bytes_of_the_referenced_values_only():
+    expr = "size(payload.a + payload.a) > 0"  # weight 2 references * (1 + 1 '+') = 4
+    fits = {"a": [0] * (MAX_CONDITION_COST // 4 // 2 - 100)}
+    assert len(orjson.dumps(fits)) <= MAX_CONDITION_COST // 4
+    assert refused_or_cut(expr, fits) == "True"
+    assert refused_or_cut(expr, {"a": fits["a"] * 2}) == "cut"
+    # One reference and no '+' is not measured: the plain conditions run on any event.
+    assert refused_or_cut("size(payload.a) > 5", HUGE) == "True"
+    # A big field the expression's variables do not include does not count.
+    assert compile_condition("metadata.x + metadata.x == 'yy'").evaluate(
+        {**context(HUGE), "metadata": {"x": "y"}}) is True
 
 
 @pytest.mark.parametrize("expr", [
@@ -113,7 +189,7 @@ def test_an_event_too_big_to_loop_over_fails_that_evaluation_only():
     "payload" + ".x" * 1500 + " == 1",
 ])
 def test_giant_literals_load_quickly_or_are_refused(expr: str):
-    started = time.perf_counter()
+    started = time.process_time()
     try:
         condition = compile_condition(expr)
     except ConditionError:
@@ -123,7 +199,7 @@ def test_giant_literals_load_quickly_or_are_refused(expr: str):
             condition.evaluate(context(SMALL))
         except ConditionRuntimeError:
             pass
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < CPU_BOUND
 
 
 # --- 10,000 fuzzed expressions ------------------------------------------------------------
@@ -180,22 +256,22 @@ def test_10000_fuzzed_expressions_load_or_fail_cleanly_in_bounded_time():
         expr = fuzzed_expression(rng)
         if rng.random() < 0.3:
             expr = mutate(rng, expr)
-        started = time.perf_counter()
+        started = time.process_time()
         try:
             condition = compile_condition(expr)
         except ConditionError:
             outcomes["refused"] += 1
             continue
         finally:
-            slowest = max(slowest, time.perf_counter() - started)
+            slowest = max(slowest, time.process_time() - started)
         for ctx in contexts:
-            started = time.perf_counter()
+            started = time.process_time()
             try:
                 outcomes[str(condition.evaluate(ctx)).lower()] += 1
             except ConditionRuntimeError:
                 outcomes["runtime_error"] += 1
-            slowest = max(slowest, time.perf_counter() - started)
-    assert slowest < 1.0, slowest
+            slowest = max(slowest, time.process_time() - started)
+    assert slowest < CPU_BOUND, slowest
     assert outcomes["refused"] > 1000 and outcomes["true"] > 100 and outcomes["false"] > 100, (
         outcomes)
 
@@ -236,7 +312,7 @@ def test_2000_fuzzed_content_filters_compile_or_fail_cleanly_in_bounded_time():
     slowest = 0.0
     for _ in range(2000):
         spec = fuzzed_filter(rng)
-        started = time.perf_counter()
+        started = time.process_time()
         try:
             content_filter = compile_filter(spec)
         except FilterError:
@@ -245,6 +321,6 @@ def test_2000_fuzzed_content_filters_compile_or_fail_cleanly_in_bounded_time():
         compiled += 1
         for event in events:
             assert content_filter.matches(event) in (True, False)
-        slowest = max(slowest, time.perf_counter() - started)
-    assert slowest < 1.0, slowest
+        slowest = max(slowest, time.process_time() - started)
+    assert slowest < CPU_BOUND, slowest
     assert compiled > 100 and refused > 100, (compiled, refused)

@@ -64,7 +64,7 @@ async def test_blocked_delivery_gives_way_when_the_flow_is_suspended() -> None:
 
     suspender = asyncio.ensure_future(suspend_later())
     await asyncio.wait_for(
-        fast_wait_first(consumer, queue.put(1), consumer.suspend_flow.wait()), timeout=2)
+        fast_wait_first(consumer, queue.put(1), consumer.suspend_flow.wait()), timeout=30)
     await suspender
     # the blocked put was cancelled, not left behind to add the record later
     await asyncio.sleep(0.01)
