@@ -28,7 +28,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import faust
@@ -37,7 +37,15 @@ from agents.progress import TaskProgress
 from choreo.actions import ACTION_REQUESTED, RecordRefused, encode_record, record_limit
 from choreo.app import Runtime, raw_topic
 from choreo.dead_letter import HEADER_PREFIX, Origin, exception_headers, isolate
-from choreo.envelope import EVENT_TYPE, Event, InvalidEvent, new_event, parse_event
+from choreo.envelope import (
+    EVENT_TYPE,
+    Event,
+    InvalidEvent,
+    check_event_time,
+    new_event,
+    parse_event,
+)
+from choreo.masking import scrub
 from choreo.metrics import (
     BREAKER_STATE,
     DUPLICATES,
@@ -194,7 +202,9 @@ async def run_handler(handler: Handler | None, action: Event, timeout: float) ->
     except ActionRefused as exc:
         return Attempt(None, str(exc)[:ERROR_CHARS], "refused")
     except Exception as exc:  # noqa: BLE001 - any handler failure becomes action.failed
-        log.warning("handler %s failed: %s: %s", who, type(exc).__name__, exc)
+        # The class only: the message may quote the action's data (a card number); the
+        # error below is scrubbed of the masked fields before anything publishes it.
+        log.warning("handler %s failed: %s", who, type(exc).__name__)
         return Attempt(None, f"handler {who} raised {type(exc).__name__}: {exc}"[:ERROR_CHARS],
                        "handler_error", retryable=True)
     try:
@@ -379,6 +389,8 @@ async def handle_action_record(worker: CapabilityWorker, record: Any,
     try:
         defaults = runtime.choreography.defaults
         action = parse_event(record.value, defaults.max_event_bytes, defaults.max_event_depth)
+        # A far-future action would move the handled-actions horizon past every real one.
+        check_event_time(action, time.time(), defaults.max_future_skew)
         if action.event_type == ACTION_CANCEL and isinstance(action.payload.get("action_id"),
                                                              str):
             # Checked like an action: a forged cancel must not mark a real action handled.
@@ -435,6 +447,11 @@ async def handle_action_record(worker: CapabilityWorker, record: Any,
         progress.exit(token)
     duration = time.perf_counter() - started
     WORKER_SECONDS.labels(capability).observe(duration)
+    if outcome.error is not None and runtime.guard.masker:
+        # A handler's error may quote the action's data: the `[security] mask` fields go
+        # before it reaches action.failed, the dead-letter detail or a log line.
+        secrets = runtime.guard.masker.secrets(action.as_dict())
+        outcome = replace(outcome, error=scrub(outcome.error, secrets))
     extra: dict[str, Any] = {"attempts": attempts}
     out: list[tuple[bytes, list[tuple[str, bytes]] | None]] = []
     if outcome.error is None:

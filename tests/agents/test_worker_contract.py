@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 
 from agents.worker import Result
@@ -223,3 +224,62 @@ async def test_a_bad_record_in_an_agents_inbox_is_dead_lettered_not_read_again(r
     assert (key, value) == (b"ord-x1", raw)
     info = read_dead_letter_headers(headers)
     assert (info["reason"], info["topic"], info["offset"]) == ("too_deep", inbox, "7")
+
+
+async def test_a_far_future_action_is_dead_lettered_and_moves_no_horizon(runtime, sent):
+    """An action stamped far ahead would move the handled-actions horizon past every real
+    one (their ids forgotten, so handled again): refused as `future` where it was read."""
+    from choreo.actions import build_action
+    from choreo.envelope import iso_from_ts, new_event
+
+    worker, _clock = setup(runtime, fixed)
+    trigger = new_event("inventory_confirmed", {"order_id": "ord-f1"}, source="test",
+                        correlation_id="ord-f1", timestamp=iso_from_ts(4102444800.0))
+    future = build_action(pattern_id="inventory-confirmed", action="process_payment",
+                          capability=CAPABILITY, priority=5, triggers=[trigger]).event
+    future_raw = orjson.dumps({**future.as_dict(), "timestamp": "2100-01-01T00:00:00Z"})
+    good, _ = action_bytes("ord-f2")
+    async with runtime.app.agents[AGENT].test_context() as agent:
+        await agent.put(value=future_raw, key=b"ord-f1")
+        await agent.put(value=good, key=b"ord-f2")
+        await outcomes(sent, 1)
+    completed = [e["metadata"]["correlation_id"] for e in events(sent)
+                 if e["event_type"] == "action.completed"]
+    assert completed == ["ord-f2"]
+    [(key, value, headers)] = sent.records[DLQ]
+    assert (key, value) == (b"ord-f1", future_raw)
+    assert read_dead_letter_headers(headers)["reason"] == "future"
+    assert max(worker.handled._high_water.values(), default=0) < 4102444800.0  # noqa: SLF001
+
+
+async def test_a_handlers_error_quoting_a_masked_field_is_scrubbed_everywhere(
+        runtime, sent, caplog):
+    """The handler's exception quotes the card number it was given: action.failed, the
+    dead-letter detail and the log carry the error without it."""
+    from choreo.actions import build_action
+    from choreo.envelope import new_event
+    from choreo.security import Guard, SecuritySettings
+
+    card = "4242424242424242"
+
+    async def quotes(action):  # noqa: ANN001, ANN202
+        raise ValueError(f"card {action.payload['data']['payment']['card_number']} declined")
+
+    runtime.guard = Guard(SecuritySettings(mask=("payload.payment.card_number",)))
+    setup(runtime, quotes, max_retries=0)
+    trigger = new_event("inventory_confirmed", {"order_id": "ord-m1",
+                                                "payment": {"card_number": card}},
+                        source="test", correlation_id="ord-m1")
+    raw = build_action(pattern_id="inventory-confirmed", action="process_payment",
+                       capability=CAPABILITY, priority=5, triggers=[trigger]).event.to_bytes()
+    with caplog.at_level("DEBUG"):
+        async with runtime.app.agents[AGENT].test_context() as agent:
+            await agent.put(value=raw, key=b"ord-m1")
+            await outcomes(sent, 1)
+    [failed] = [e for e in events(sent) if e["event_type"] == "action.failed"]
+    assert "declined" in failed["payload"]["error"] and card not in failed["payload"]["error"]
+    [(_key, value, headers)] = sent.records[DLQ]
+    assert card.encode() not in value
+    assert not any(card.encode() in v for _n, v in headers)
+    assert read_dead_letter_headers(headers)["reason"] == "handler_error"
+    assert card not in caplog.text
