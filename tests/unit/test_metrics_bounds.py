@@ -10,6 +10,7 @@ from prometheus_client import generate_latest
 
 from choreo.config import load_choreography
 from choreo.metrics import (
+    _CHILDREN,
     EVENTS_IN,
     LABEL_BOUNDS,
     MAX_LABEL_LENGTH,
@@ -35,6 +36,9 @@ def fresh_bounds() -> Iterator[None]:
         bound.others.clear()
     EVENTS_IN.clear()
     WORKFLOW_EXECUTIONS.clear()
+    # `child` remembers the children of earlier tests (the agents tier's), which `clear()`
+    # has just unregistered.
+    _CHILDREN.clear()
     yield
     for name, (declared, others, spare) in saved.items():
         LABEL_BOUNDS[name].declared, LABEL_BOUNDS[name].others = declared, others
