@@ -39,6 +39,8 @@ class WorkflowTable:
     deadline_of: Callable[[dict], float | None]
     index: dict[str, Entry] = field(default_factory=dict)
     stale: bool = True  # the index needs rebuilding (after a rebalance)
+    # Instances the last rebuild could not read: (instance id, exception), parked.
+    unreadable: list[tuple[str, Exception]] = field(default_factory=list)
 
     @classmethod
     def create(cls, app: faust.App, partitions: int,
@@ -69,14 +71,39 @@ class WorkflowTable:
                 data = orjson.loads(raw)
                 yield key.decode(), data["p"], data["s"]
 
-    def rebuild(self, active: set[int]) -> int:
+    def rebuild(self, active: set[int], home: Callable[[str], int] | None = None) -> int:
+        """Index the active partitions' instances. One the code cannot read (corrupt, an
+        old format) is parked: left in the table, out of the index (no tick, no event
+        reaches it), and listed in `unreadable` for the orchestrator to report; `home`
+        gives an instance's partition when its value cannot tell."""
         self.index = {}
-        for instance_id, partition, state in self.items():
-            if partition in active:
-                self.index[instance_id] = Entry(partition, state["workflow"], state["status"],
-                                                self.deadline_of(state))
+        for key, raw in self.table.items():
+            if raw is None:
+                continue
+            instance_id = bytes(key).decode("utf-8", "replace")
+            try:
+                data = orjson.loads(raw)
+                partition, state = data["p"], data["s"]
+                if partition in active:
+                    self.index[instance_id] = Entry(partition, state["workflow"],
+                                                    state["status"], self.deadline_of(state))
+            except Exception as exc:  # noqa: BLE001 - this instance's failure alone
+                self.index.pop(instance_id, None)
+                if home is None or home(instance_id) in active:
+                    self.unreadable.append((instance_id, exc))
         self.stale = False
         return len(self.index)
+
+    def park(self, instance_id: str) -> bytes | None:
+        """Take an instance off the timer (until an event changes it); its stored value."""
+        entry = self.index.get(instance_id)
+        if entry is not None:
+            entry.deadline = None
+        return read(self.table, instance_id.encode())
+
+    def take_unreadable(self) -> list[tuple[str, Exception]]:
+        taken, self.unreadable = self.unreadable, []
+        return taken
 
     def due(self, now: float) -> list[str]:
         return sorted((i for i, e in self.index.items()
