@@ -96,3 +96,24 @@ async def test_a_tick_that_raises_parks_its_instance_and_the_others_deadlines_ru
     assert orchestrator.store.load("wf-a") is not None  # parked, not dropped
     assert orjson.loads(value)["s"]["instance_id"] == "wf-a"
     assert TIMER_ERRORS.labels("workflow-instances")._value.get() == errors + 1
+
+
+async def test_an_instance_the_rebuild_cannot_read_is_parked_and_the_timer_goes_on(
+        wide, monkeypatch):  # noqa: F811
+    runtime, sent = wide
+    orchestrator = runtime.orchestrator
+    put = put_on_home(runtime)
+    async with agent(runtime, "run_workflows").test_context() as ag:
+        await put(ag, "wf-ok", start("wf-ok"))
+        assert await settled(lambda: credit_checks(sent) == ["wf-ok"])
+    orchestrator.store.table.data[b"wf-corrupt"] = b"{not json"
+    orchestrator.store.stale = True  # as after a restart
+    monkeypatch.setattr(orchestrator, "ready", lambda: True)
+    monkeypatch.setattr(orchestrator, "active_partitions",
+                        lambda: set(range(runtime.settings.partitions)))
+    await orchestrator.tick()
+    await orchestrator.tick()  # reported once
+    assert set(orchestrator.store.index) == {"wf-ok"}
+    [(key, value, info, _headers)] = dead(sent)
+    assert (key, value) == (b"wf-corrupt", b"{not json")
+    assert info["reason"] == "timer_error" and info["exception"] == "JSONDecodeError"
