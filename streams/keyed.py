@@ -338,6 +338,7 @@ class KeyedEngine:
         if batch is not None:
             noted = self._note(batch.writes.load(TRACKER_ID, key), key, notes, offset)
             if noted is not None:
+                self.store.check(TRACKER_ID, key, partition, *noted)
                 batch.keep(TRACKER_ID, key)
                 batch.writes.save(TRACKER_ID, key, partition, *noted)
             return

@@ -31,7 +31,13 @@ from typing import Any
 import faust
 import orjson
 
-from choreo.actions import Action, RecordRefused, encode_record, record_limit
+from choreo.actions import (
+    BROKER_MESSAGE_BYTES,
+    Action,
+    RecordRefused,
+    encode_record,
+    record_limit,
+)
 from choreo.app import Runtime
 from choreo.dead_letter import Origin
 from choreo.envelope import Event, InvalidEvent, iso_from_ts, new_event
@@ -81,6 +87,8 @@ class Orchestrator:
         self.partitions = runtime.settings.partitions
         self.store = WorkflowTable.create(runtime.app, self.partitions,
                                           Orchestration.deadline)
+        # A state must fit in a changelog record: what the producer sends, and the broker.
+        self.store.limit = min(self.record_limit(), BROKER_MESSAGE_BYTES)
         self.lock = asyncio.Lock()
         self.triggers: dict[str, list[Workflow]] = {}
         for workflow in self.workflows.values():
@@ -139,7 +147,8 @@ class Orchestrator:
                 return
             elif event.event_type == TICK:
                 try:
-                    outcome = self.machine.on_event(state, event, now)
+                    outcome = self.fit(self.machine.on_event(state, event, now), now)
+                    self.check_state(target, partition, outcome)
                 except INFRASTRUCTURE:
                     raise
                 except Exception as exc:  # noqa: BLE001 - this instance's failure alone
@@ -150,6 +159,9 @@ class Orchestrator:
             if not outcome.changed:
                 return
             outcome = self.fit(outcome, now)
+            # Before any command goes: a state too large for its changelog record refuses
+            # the event (StateTooLarge: dead-lettered as state_too_large), state unchanged.
+            self.check_state(target, partition, outcome)
             await self.send(outcome.commands)
             self.store.save(target, partition, outcome.state)
             self.count(state, outcome.state)
@@ -195,6 +207,10 @@ class Orchestrator:
 
         value, headers = encode_record(event, key, self.record_limit(), headers_for)
         return topic, key, value, headers
+
+    def check_state(self, target: str, partition: int, outcome: Outcome) -> None:
+        if outcome.changed and outcome.state is not None:
+            self.store.encode(target, partition, outcome.state)
 
     def record_limit(self) -> int:
         return record_limit(self.runtime.choreography.defaults.max_event_bytes,

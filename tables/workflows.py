@@ -20,6 +20,8 @@ from typing import Any
 import faust
 import orjson
 
+from choreo.actions import record_size
+from tables.pattern_state import StateTooLarge
 from tables.raw import read, tight
 
 TABLE = "workflow-instances"
@@ -41,6 +43,8 @@ class WorkflowTable:
     stale: bool = True  # the index needs rebuilding (after a rebalance)
     # Instances the last rebuild could not read: (instance id, exception), parked.
     unreadable: list[tuple[str, Exception]] = field(default_factory=list)
+    # The largest changelog record a state may make (None: unbounded).
+    limit: int | None = None
 
     @classmethod
     def create(cls, app: faust.App, partitions: int,
@@ -60,9 +64,20 @@ class WorkflowTable:
             if self.index.pop(instance_id, None) is not None or key in self.table:
                 del self.table[key]
             return
-        self.table[key] = tight(orjson.dumps({"p": partition, "s": state}))
+        self.table[key] = tight(self.encode(instance_id, partition, state))
         self.index[instance_id] = Entry(partition, state["workflow"], state["status"],
                                         self.deadline_of(state))
+
+    def encode(self, instance_id: str, partition: int, state: dict) -> bytes:
+        """The stored value; StateTooLarge if its changelog record would exceed `limit`."""
+        raw = orjson.dumps({"p": partition, "s": state})
+        if self.limit is not None and len(raw) > self.limit - 1024:
+            size = record_size(instance_id.encode(), raw, None)
+            if size > self.limit:
+                raise StateTooLarge(f"the state of workflow instance {instance_id[:200]!r} "
+                                    f"would be a {size}-byte changelog record, over the "
+                                    f"limit of {self.limit}; the instance keeps its state")
+        return raw
 
     def items(self) -> Iterable[tuple[str, int, dict]]:
         """(instance id, partition, state) of every instance held here."""

@@ -6,8 +6,11 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from choreo.envelope import now_iso
 from choreo.matchers.base import SNAPSHOT_PAYLOAD_BYTES, TRIMMED
+from choreo.matchers.correlation import TRACKER_ID
 from choreo.samples import order
+from streams.keyed import NOTE_HEADER
 from tables.pattern_state import partition_for
 from tests.agents.test_isolation import INVENTORY, agent, dead, ordered, settled
 
@@ -74,3 +77,28 @@ async def test_a_state_over_the_record_limit_refuses_the_record_and_keeps_the_ol
     assert stored(runtime, SEQUENCE, "big-2") is None
     assert all(stored(runtime, SEQUENCE, i) is not None for i in ok)
     assert INVENTORY in sent.records
+
+
+async def test_notes_that_would_make_a_summary_too_large_are_dead_lettered_alone(
+        runtime, sent, monkeypatch):
+    """Actions noted on a correlation summary from elsewhere (the rekeyed topic, in a
+    batch): the note that does not fit is refused; the batch's other notes are written."""
+    monkeypatch.setattr(runtime.keyed.store, "limit", 3_000)
+
+    def notes(n: int) -> bytes:
+        return orjson.dumps([{"action": "a", "action_id": f"id-{i}", "pattern_id": "p",
+                              "capability": "c", "priority": 1, "caused_by": None,
+                              "at": now_iso()} for i in range(n)])
+
+    big = notes(40)
+    async with agent(runtime, "apply_rekeyed").test_context() as ag:
+        for key, value in [(b"c-1", notes(1)), (b"c-2", big), (b"c-3", notes(2))]:
+            await ag.put(value=value, key=key, headers=[(NOTE_HEADER, b"actions")],
+                         wait=False)
+        assert await settled(lambda: bool(dead(sent))
+                             and runtime.keyed.store.load(TRACKER_ID, "c-3") is not None)
+    store = runtime.keyed.store
+    assert store.load(TRACKER_ID, "c-1") is not None
+    assert store.load(TRACKER_ID, "c-2") is None
+    [(key, value, info, _headers)] = dead(sent)
+    assert (key, value, info["reason"]) == (b"c-2", big, "state_too_large")

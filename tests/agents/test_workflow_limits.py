@@ -117,3 +117,21 @@ async def test_an_instance_the_rebuild_cannot_read_is_parked_and_the_timer_goes_
     [(key, value, info, _headers)] = dead(sent)
     assert (key, value) == (b"wf-corrupt", b"{not json")
     assert info["reason"] == "timer_error" and info["exception"] == "JSONDecodeError"
+
+
+async def test_an_event_that_would_make_an_instance_state_too_large_is_dead_lettered(
+        wide, monkeypatch):  # noqa: F811
+    runtime, sent = wide
+    orchestrator = runtime.orchestrator
+    monkeypatch.setattr(orchestrator.store, "limit", 5_000)
+    huge = start("wf-huge", applicant="a" * 6_000)
+    put = put_on_home(runtime)
+    async with agent(runtime, "run_workflows").test_context() as ag:
+        await put(ag, "wf-huge", huge)
+        await put(ag, "wf-fine", start("wf-fine"))
+        assert await settled(lambda: credit_checks(sent) == ["wf-fine"] and bool(dead(sent)))
+    assert orchestrator.store.load("wf-huge") is None  # never written
+    [(key, value, info, _headers)] = dead(sent)
+    assert (key, value) == (b"wf-huge", huge)
+    assert info["reason"] == "state_too_large" and info["stage"] == "workflow"
+    assert "over the limit of 5000" in info["detail"]
