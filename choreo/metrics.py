@@ -164,6 +164,11 @@ STATE_DROPPED = Counter("choreo_pattern_state_dropped_total",
 STATE_CARRIED = Counter("choreo_pattern_state_carried_total",
                         "Pattern-state entries moved to a pattern's new id (renamed_from).",
                         ["pattern_id"], registry=REGISTRY)
+TIMER_ERRORS = Counter("choreo_timer_errors_total",
+                       "Timer entries whose handling failed (a stored state the code cannot "
+                       "run: corrupt, an old format, a bug): dropped from pattern-state, or "
+                       "parked off the timer in workflow-instances; the state goes to the "
+                       "events dead-letter topic (timer_error).", ["table"], registry=REGISTRY)
 WATERMARK = Gauge("choreo_watermark_seconds", "Event-time watermark of each partition.",
                   ["partition"], registry=REGISTRY)
 WORKER_RETRIES = Counter("choreo_worker_retries_total",

@@ -37,7 +37,14 @@ from dataclasses import dataclass, field, replace
 import faust
 import orjson
 
-from choreo.actions import Action, RecordRefused, by_priority, encode_record, record_limit
+from choreo.actions import (
+    BROKER_MESSAGE_BYTES,
+    Action,
+    RecordRefused,
+    by_priority,
+    encode_record,
+    record_limit,
+)
 from choreo.app import Runtime
 from choreo.dead_letter import Origin
 from choreo.envelope import Event, InvalidEvent
@@ -50,6 +57,7 @@ from choreo.metrics import (
     ACTIONS_SENT,
     LATE_EVENTS,
     STATE_ENTRIES,
+    TIMER_ERRORS,
     TIMERS_FIRED,
     UNKEYED,
     WATERMARK,
@@ -58,10 +66,20 @@ from choreo.metrics import (
 from choreo.monitor import slow_flow_alert
 from choreo.patterns import Pattern
 from choreo.state_evolution import StatePlan
-from streams.records import check_time, isolated, read_event, refuse
+from streams.records import (
+    EXCEPTION_HEADER,
+    INFRASTRUCTURE,
+    check_time,
+    isolated,
+    read_event,
+    refuse,
+)
 from streams.runtime_metrics import consumer_lag
 from tables.dedup import dedup_key
 from tables.expiring import ExpiringTable
+from tables.pattern_state import (
+    TABLE as STATE_TABLE,
+)
 from tables.pattern_state import (
     BatchWrites,
     PatternStateTable,
@@ -74,6 +92,7 @@ from tables.pattern_state import (
 
 log = logging.getLogger(__name__)
 
+TIMER_ERROR = "timer_error"  # dead-letter reason: a timer entry whose handling failed
 GROUP_HEADER = "choreo.group"  # the group_by path a rekeyed record is keyed by ("" = correlation)
 ORIGIN_HEADER = "choreo.origin"  # where the event was first read: topic:partition:offset
 NOTE_HEADER = "choreo.note"  # "actions": the value lists actions to record on a correlation
@@ -151,6 +170,8 @@ class KeyedEngine:
         self.store = store or PatternStateTable.create(runtime.app, self.partitions,
                                                        choreography.defaults.idle_timeout)
         self.store.plan = StatePlan.of(choreography)  # stored state is read as the file says
+        if store is None:  # a state must fit in a changelog record: what the producer sends
+            self.store.limit = min(self.action_limit(), BROKER_MESSAGE_BYTES)  # and the broker
         keyed = [p for p in choreography.patterns if p.kind != "event"]
         self.matchers: dict[str, KeyedMatcher] = {p.id: matcher_for(p, runtime.stats)
                                                   for p in keyed}
@@ -290,6 +311,10 @@ class KeyedEngine:
                 writes.append((TRACKER_ID, state,
                                {**(slot.offsets if slot else {}), source: offset},
                                slot is not None))
+        # Before any effect: a state too large for its changelog record refuses the record
+        # (StateTooLarge, dead-lettered as state_too_large), and the key keeps what it had.
+        for pattern_id, state, offsets, _existed in writes:
+            self.store.check(pattern_id, key, partition, state, offsets)
         if alert is not None:
             await (await self.runtime.alert(alert))
         if batch is not None:
@@ -313,6 +338,7 @@ class KeyedEngine:
         if batch is not None:
             noted = self._note(batch.writes.load(TRACKER_ID, key), key, notes, offset)
             if noted is not None:
+                self.store.check(TRACKER_ID, key, partition, *noted)
                 batch.keep(TRACKER_ID, key)
                 batch.writes.save(TRACKER_ID, key, partition, *noted)
             return
@@ -450,6 +476,10 @@ class KeyedEngine:
         if self.store.stale:
             held = self.store.rebuild(active, self.deadline_of, topic=topic)
             log.info("pattern state: %d entries on partitions %s", held, sorted(active))
+        for pattern_id, key, exc in self.store.take_unreadable():
+            async with self.lock:  # an entry no deadline can be found for: dropped too
+                await self.timer_error(topic, partition_for(key, self.partitions),
+                                       pattern_id, key, exc)
         ran = 0
         began, budget = time.monotonic(), self.tick_budget
         order = sorted(active)
@@ -523,14 +553,73 @@ class KeyedEngine:
         if buffer is not None:
             await buffer.flush()
 
+    def run_deadline(self, partition: int, pattern_id: str, key: str,
+                     clocks: dict[str, float]) -> tuple[Slot, Outcome] | None:
+        """Run one entry's deadline if the watermark has passed it (else reschedule it)."""
+        slot = self.store.load(pattern_id, key)
+        if slot is None:
+            return None
+        wm = clocks["e" if self.group_of(pattern_id) is None else "r"]
+        due = self.deadline_of(pattern_id, slot.state)
+        if due is None or due > wm:
+            if due is not None:
+                self.store.schedule(partition, due, pattern_id, key)
+            return None
+        if pattern_id == TRACKER_ID:
+            outcome = self.tracker.on_time(slot.state, wm)
+        else:  # the state was just read, and is not used after this
+            outcome = self.matchers[pattern_id].on_time(slot.state, wm, owned=True)
+        child(TIMERS_FIRED, pattern_id).inc()
+        return slot, outcome
+
+    def save_expired(self, partition: int, pattern_id: str, key: str,
+                     offsets: dict[str, int], outcome: Outcome) -> None:
+        """Write what a deadline left of the entry, and note its actions on the summary."""
+        self.store.save(pattern_id, key, partition, outcome.state, offsets,
+                        self.deadline_of(pattern_id, outcome.state), True)
+        if outcome.actions and self.group_of(pattern_id) is None:
+            tslot = self.store.load(TRACKER_ID, key)
+            state = self.tracker.note_actions(
+                tslot.state if tslot else None, key,
+                [action_note(a) for a in outcome.actions])
+            self.store.save(TRACKER_ID, key, partition, state,
+                            tslot.offsets if tslot else {},
+                            self.tracker.deadline(state), tslot is not None)
+
+    async def timer_error(self, topic: str, partition: int, pattern_id: str, key: str,
+                          exc: BaseException) -> None:
+        """An entry whose deadline could not run is dropped, its stored value dead-lettered
+        (`timer_error`), so that the timer and the key's next events go on without it.
+
+        Dropped rather than parked: a state the code cannot run would fail the key's next
+        event as well, and be found again at every rebuild; the dead-letter record keeps it.
+        """
+        name = f"{type(exc).__name__}: {exc}"
+        log.error("timer: the deadline of pattern %s for key %r failed (%s); the entry is "
+                  "dropped and its state dead-lettered", pattern_id, key, name,
+                  exc_info=exc)
+        TIMER_ERRORS.labels(STATE_TABLE).inc()
+        with writing_partition(topic, partition):
+            raw = self.store.drop(pattern_id, key)
+        await self.runtime.dead_letter(
+            raw, key.encode(), TIMER_ERROR,
+            f"pattern {pattern_id}, key {key[:200]}: the deadline failed: {name}"[:1000],
+            Origin(STATE_TABLE, partition, -1), stage="timer",
+            extra=[(EXCEPTION_HEADER, type(exc).__name__.encode())])
+
     def group_of(self, pattern_id: str) -> Group:
         pattern = self.patterns.get(pattern_id)
         return pattern.group_by if pattern is not None else None
 
     async def expire(self, topic: str, partition: int, entries: list[tuple[str, str]],
                      clocks: dict[str, float]) -> int:
-        """Run the deadlines of a batch of entries of one partition: send, then write."""
+        """Run the deadlines of a batch of entries of one partition: send, then write.
+
+        Each entry is handled alone: one whose deadline raises (anything but
+        `INFRASTRUCTURE`) is dropped and dead-lettered (`timer_error`), and the others fire.
+        """
         done: list[tuple[str, str, dict[str, int], Outcome]] = []
+        failed: list[tuple[str, str, Exception]] = []
         actions: list[Action] = []
         async with self.lock:
             if not self.ready() or partition not in self.active_partitions():
@@ -539,38 +628,33 @@ class KeyedEngine:
             # every partition's RocksDB (10% of the timer's time in a deadline backlog).
             with writing_partition(topic, partition):
                 for pattern_id, key in entries:
-                    slot = self.store.load(pattern_id, key)
-                    if slot is None:
+                    try:
+                        ran = self.run_deadline(partition, pattern_id, key, clocks)
+                    except INFRASTRUCTURE:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - this entry's failure alone
+                        failed.append((pattern_id, key, exc))
                         continue
-                    wm = clocks["e" if self.group_of(pattern_id) is None else "r"]
-                    due = self.deadline_of(pattern_id, slot.state)
-                    if due is None or due > wm:
-                        if due is not None:
-                            self.store.schedule(partition, due, pattern_id, key)
-                        continue
-                    if pattern_id == TRACKER_ID:
-                        outcome = self.tracker.on_time(slot.state, wm)
-                    else:  # the state was just read, and is not used after this
-                        outcome = self.matchers[pattern_id].on_time(slot.state, wm, owned=True)
-                    child(TIMERS_FIRED, pattern_id).inc()
-                    done.append((pattern_id, key, slot.offsets, outcome))
-                    actions += outcome.actions
+                    if ran is not None:
+                        done.append((pattern_id, key, ran[0].offsets, ran[1]))
+                        actions += ran[1].actions
                 await self.send(actions, None)
-                for pattern_id, key, offsets, outcome in done:
-                    self.store.save(pattern_id, key, partition, outcome.state, offsets,
-                                    self.deadline_of(pattern_id, outcome.state), True)
-                    if outcome.actions and self.group_of(pattern_id) is None:
-                        tslot = self.store.load(TRACKER_ID, key)
-                        state = self.tracker.note_actions(
-                            tslot.state if tslot else None, key,
-                            [action_note(a) for a in outcome.actions])
-                        self.store.save(TRACKER_ID, key, partition, state,
-                                        tslot.offsets if tslot else {},
-                                        self.tracker.deadline(state), tslot is not None)
-        for pattern_id, key, _offsets, outcome in done:
+                saved: list[tuple[str, str, dict[str, int], Outcome]] = []
+                for entry in done:
+                    try:
+                        self.save_expired(partition, *entry)
+                    except INFRASTRUCTURE:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - this entry's failure alone
+                        failed.append((entry[0], entry[1], exc))
+                        continue
+                    saved.append(entry)
+                for pattern_id, key, exc in failed:
+                    await self.timer_error(topic, partition, pattern_id, key, exc)
+        for pattern_id, key, _offsets, outcome in saved:
             if outcome.actions:
                 await self.note_elsewhere(outcome.actions, self.group_of(pattern_id), key)
-        return len(done)
+        return len(saved)
 
 
 def _contended(lock: asyncio.Lock) -> bool:

@@ -29,11 +29,20 @@ import time
 from typing import Any
 
 import faust
+import orjson
 
-from choreo.actions import Action
+from choreo.actions import (
+    BROKER_MESSAGE_BYTES,
+    Action,
+    RecordRefused,
+    encode_record,
+    record_limit,
+)
 from choreo.app import Runtime
+from choreo.dead_letter import Origin
 from choreo.envelope import Event, InvalidEvent, iso_from_ts, new_event
 from choreo.metrics import (
+    TIMER_ERRORS,
     WORKFLOW_ACTIVE,
     WORKFLOW_EXECUTIONS,
     WORKFLOW_SECONDS,
@@ -50,19 +59,23 @@ from choreo.workflows.machine import (
     TICK,
     Command,
     Orchestration,
+    Outcome,
     StartError,
     make_id,
     start_request,
     target_of,
     trigger_start,
 )
-from streams.records import check_time, isolated, read_event
+from streams.keyed import TIMER_ERROR
+from streams.records import EXCEPTION_HEADER, INFRASTRUCTURE, check_time, isolated, read_event
 from tables.pattern_state import partition_for
+from tables.workflows import TABLE as WORKFLOW_TABLE
 from tables.workflows import WorkflowTable
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 1.0
 RETICK_SECONDS = 2.0  # a tick that changed nothing is sent again after this long
+MAX_REFITS = 8  # rounds of failing actions that do not fit (a compensation may not either)
 
 
 class Orchestrator:
@@ -74,6 +87,8 @@ class Orchestrator:
         self.partitions = runtime.settings.partitions
         self.store = WorkflowTable.create(runtime.app, self.partitions,
                                           Orchestration.deadline)
+        # A state must fit in a changelog record: what the producer sends, and the broker.
+        self.store.limit = min(self.record_limit(), BROKER_MESSAGE_BYTES)
         self.lock = asyncio.Lock()
         self.triggers: dict[str, list[Workflow]] = {}
         for workflow in self.workflows.values():
@@ -130,10 +145,23 @@ class Orchestrator:
                 outcome = self.machine.start(request, now)
             elif state is None:
                 return
+            elif event.event_type == TICK:
+                try:
+                    outcome = self.fit(self.machine.on_event(state, event, now), now)
+                    self.check_state(target, partition, outcome)
+                except INFRASTRUCTURE:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - this instance's failure alone
+                    await self.timer_error(target, partition, exc)
+                    return
             else:
                 outcome = self.machine.on_event(state, event, now)
             if not outcome.changed:
                 return
+            outcome = self.fit(outcome, now)
+            # Before any command goes: a state too large for its changelog record refuses
+            # the event (StateTooLarge: dead-lettered as state_too_large), state unchanged.
+            self.check_state(target, partition, outcome)
             await self.send(outcome.commands)
             self.store.save(target, partition, outcome.state)
             self.count(state, outcome.state)
@@ -143,28 +171,101 @@ class Orchestrator:
 
         Step actions take the engine's path (`Runtime.action_target`: the capability topic,
         or an agent's inbox when the capability routes explicitly); cancels go to the
-        capability topic, workflow events to the events topic.
+        capability topic, workflow events to the events topic. A command that does not fit
+        (`encode_record`) is not sent: it is dead-lettered without its payload (`refuse`).
         """
         pending = []
         for command in commands:
-            event = command.event
-            headers: list[tuple[str, bytes]] | None = []
-            if command.capability is None:
-                topic = self.runtime.events_topic
-            elif event.event_type == "action.requested":
-                topic, route = self.runtime.action_target(Action(command.capability, 1, event))
-                if route:
-                    headers = [*(headers or []), *route]
-                info = event.payload["workflow"]
+            try:
+                topic, key, value, headers = self.encode(command)
+            except RecordRefused as exc:
+                await self.refuse(command, exc)
+                continue
+            if command.event.event_type == "action.requested":
+                info = command.event.payload["workflow"]
                 WORKFLOW_STEPS.labels(info["name"], "compensation" if info["compensation"]
                                       else "step").inc()
-            else:
-                topic = self.runtime.capability_topic(command.capability)
-            key, value = command.key.encode(), event.to_bytes()
-            headers = [*(self.runtime.sign(topic, key, value) or []), *(headers or [])]
-            pending.append(await self.runtime.produce(topic, key, value, headers or None))
+            pending.append(await self.runtime.produce(topic, key, value, headers))
         if pending:
             await asyncio.gather(*pending)
+
+    def encode(self, command: Command) -> tuple[Any, bytes, bytes, list | None]:
+        """A command's topic, key, bytes and headers (signed); RecordRefused if it does not
+        fit the record limit."""
+        event = command.event
+        route: list[tuple[str, bytes]] = []
+        if command.capability is None:
+            topic = self.runtime.events_topic
+        elif event.event_type == "action.requested":
+            topic, route = self.runtime.action_target(Action(command.capability, 1, event))
+        else:
+            topic = self.runtime.capability_topic(command.capability)
+        key = command.key.encode()
+
+        def headers_for(value: bytes) -> list[tuple[str, bytes]] | None:
+            return [*(self.runtime.sign(topic, key, value) or []), *(route or [])] or None
+
+        value, headers = encode_record(event, key, self.record_limit(), headers_for)
+        return topic, key, value, headers
+
+    def check_state(self, target: str, partition: int, outcome: Outcome) -> None:
+        if outcome.changed and outcome.state is not None:
+            self.store.encode(target, partition, outcome.state)
+
+    def record_limit(self) -> int:
+        return record_limit(self.runtime.choreography.defaults.max_event_bytes,
+                            self.runtime.app)
+
+    def fit(self, outcome: Outcome, now: float) -> Outcome:
+        """The outcome with every step action that does not fit the record limit failed:
+        the machine is told `action.failed` (reason `refused`, not retried), so the step
+        fails, or compensates, with the reason in its history and error; what it does
+        instead is fitted in turn."""
+        for _ in range(MAX_REFITS):
+            if outcome.state is None:
+                return outcome
+            refused = []
+            for command in outcome.commands:
+                if command.event.event_type != "action.requested":
+                    continue
+                try:
+                    self.encode(command)
+                except RecordRefused as exc:
+                    refused.append((command, exc))
+            if not refused:
+                return outcome
+            state, kept = outcome.state, [c for c in outcome.commands
+                                          if all(c is not r for r, _ in refused)]
+            for command, exc in refused:
+                log.warning("workflow %s: action %s not sent: %s", command.key,
+                            command.event.payload.get("action"), exc)
+                failed = new_event(
+                    "action.failed",
+                    {"action_id": command.event.event_id, "reason": "refused",
+                     "error": f"the action record cannot be sent: {exc.reason}: {exc.detail}"},
+                    source=SOURCE, correlation_id=command.key,
+                    causation_id=command.event.event_id,
+                    timestamp=iso_from_ts(now))
+                after = self.machine.on_event(state, failed, now)
+                state = after.state
+                kept += after.commands
+                if state is None:
+                    break
+            outcome = Outcome(state, kept, True)
+        return outcome
+
+    async def refuse(self, command: Command, exc: RecordRefused) -> None:
+        """Dead-letter a command that cannot be sent: its envelope without the payload
+        (which is what made it too large), with the reason `workflow_<reason>`."""
+        event = command.event
+        log.warning("workflow command %s (%s) not sent: %s", event.event_id, event.event_type,
+                    exc)
+        stub = {**event.as_dict(), "payload": {"instance_id": command.key}}
+        await self.runtime.dead_letter(
+            orjson.dumps(stub), command.key.encode(), f"workflow_{exc.reason}",
+            f"{event.event_type} for {command.key[:200]}, sent here without its payload: "
+            f"{exc.detail}", Origin(self.runtime.events_topic.get_topic_name(), -1, -1),
+            stage="workflow")
 
     async def forward(self, target: str, raw: bytes, headers: Any) -> None:
         """A start or cancel keyed otherwise goes on to its instance's partition, with its
@@ -217,8 +318,29 @@ class Orchestrator:
         app = self.runtime.app
         return not app.rebalancing and app.tables.recovery.completed.is_set()
 
+    async def timer_error(self, instance_id: str, partition: int, exc: BaseException) -> None:
+        """A deadline the machine cannot run on an instance (a corrupt or old-format state, a
+        bug): the instance is parked, off the timer until an event changes it, instead of
+        failing at every tick; its stored state is dead-lettered (`timer_error`).
+
+        Parked rather than dropped: an instance is what users look up and cancel; it stays
+        in the table and its views, and a restart tries its deadline once more.
+        """
+        name = f"{type(exc).__name__}: {exc}"
+        log.error("workflow timer: the deadline of instance %r failed (%s); the instance is "
+                  "parked off the timer and its state dead-lettered", instance_id, name,
+                  exc_info=exc)
+        TIMER_ERRORS.labels(WORKFLOW_TABLE).inc()
+        raw = self.store.park(instance_id)
+        await self.runtime.dead_letter(
+            raw, instance_id.encode(), TIMER_ERROR,
+            f"workflow instance {instance_id[:200]}: the deadline failed: {name}"[:1000],
+            Origin(WORKFLOW_TABLE, partition, -1), stage="timer",
+            extra=[(EXCEPTION_HEADER, type(exc).__name__.encode())])
+
     def rebuild(self) -> None:
-        held = self.store.rebuild(self.active_partitions())
+        held = self.store.rebuild(self.active_partitions(),
+                                  lambda i: partition_for(i, self.partitions))
         self.ticked.clear()
         self.gauge()
         log.info("workflow instances: %d on this worker", held)
@@ -229,6 +351,9 @@ class Orchestrator:
             return 0
         if self.store.stale:
             self.rebuild()
+        for instance_id, exc in self.store.take_unreadable():
+            await self.timer_error(instance_id, partition_for(instance_id, self.partitions),
+                                   exc)
         now = time.time()
         ticks = []
         for instance_id in self.store.due(now):

@@ -5,7 +5,8 @@ bound its event time by the wall clock, and dead-letter it, alone, when handling
 
 * **The record's**: anything a record can provoke (a bug a strange value reaches, a matcher or
   condition raising, a value no serializer writes). The record is dead-lettered with reason
-  `internal_error`, its original bytes and headers, the stage, and the exception's class and
+  `internal_error` (or the exception's `dead_letter_reason`, e.g. `state_too_large`), its
+  original bytes and headers, the stage, and the exception's class and
   message; the agent goes on with the next record, and a batch keeps the others' effects.
 * **The infrastructure's**: a send the broker did not acknowledge (`SendFailed` from
   `guard_sends`, any `KafkaError`), Faust's own errors (`FaustError`: a table whose changelog
@@ -90,7 +91,9 @@ async def isolated(runtime: Runtime, record: faust.EventT, stage: str,
         name = type(exc).__name__
         log.exception("%s: handling %s:%s@%s failed; the record is dead-lettered", stage,
                       record.message.topic, record.message.partition, record.message.offset)
-        await refuse(runtime, record, INTERNAL_ERROR, f"{name}: {exc}"[:1000], stage, origin,
+        # An exception may name its own reason (e.g. StateTooLarge: state_too_large).
+        reason = getattr(exc, "dead_letter_reason", INTERNAL_ERROR)
+        await refuse(runtime, record, reason, f"{name}: {exc}"[:1000], stage, origin,
                      extra=[(EXCEPTION_HEADER, name.encode())])
         return False
     return True

@@ -36,6 +36,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 from faust.streams import _current_event  # the context var Faust's tables read
 
+from choreo.actions import record_size
 from choreo.matchers.watermark import Watermark
 from choreo.metrics import STATE_CARRIED, STATE_DROPPED
 from choreo.state_evolution import StatePlan
@@ -45,8 +46,20 @@ from tables.timers import HeapTimers, Timers, timers_for
 log = logging.getLogger(__name__)
 
 SEP = "\x1f"
+TABLE = "pattern-state"
 REBUILD_BATCH = 5_000  # deadlines written to the index at a time when it is rebuilt
 WM_PREFIX = "\x00wm" + SEP
+
+
+STATE_TOO_LARGE = "state_too_large"
+
+
+class StateTooLarge(ValueError):
+    """A key's new state that would not fit in a changelog record: it is not written, and
+    the record that would have made it is dead-lettered (`streams.records.isolated` reads
+    `dead_letter_reason`) while the key keeps the state it had."""
+
+    dead_letter_reason = STATE_TOO_LARGE
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -128,10 +141,15 @@ class PatternStateTable:
     clock: Callable[[], float] = time.time
     # The file's patterns, which stored entries are judged against (None: taken as stored).
     plan: StatePlan | None = None
+    # The largest changelog record a state may make (None: unbounded, a replay's dict).
+    limit: int | None = None
+    # Entries the last rebuild could not read or schedule: (pattern id, key, exception),
+    # for the timer to drop and dead-letter (`take_unreadable`).
+    unreadable: list[tuple[str, str, Exception]] = field(default_factory=list)
 
     @classmethod
     def create(cls, app: faust.App, partitions: int, idle_timeout: float) -> PatternStateTable:
-        table = app.Table("pattern-state", default=None, partitions=partitions,
+        table = app.Table(TABLE, default=None, partitions=partitions,
                           key_type=bytes, value_type=bytes,  # bytes: the "raw" codec
                           help="pattern id + key -> {partition, offsets, snapshot}")
         return cls(table, partitions, idle_timeout,
@@ -168,6 +186,8 @@ class PatternStateTable:
         `existed` says whether the caller loaded an entry, which saves a read per write.
         """
         tkey = _table_key(pattern_id, key)
+        value = None if state is None else self.encode(pattern_id, key, partition, state,
+                                                       offsets)
         old = self.plan.old_id(pattern_id) if self.plan else None
         if old is not None:  # renamed: what was loaded may still sit under the old id
             okey = _table_key(old, key)
@@ -181,13 +201,52 @@ class PatternStateTable:
             return
         if not existed:
             self.live[pattern_id] += 1
-        kind, print_ = self.plan.stored(pattern_id) if self.plan else (None, None)
-        value = {"p": partition, "o": offsets, "s": state}
-        if kind is not None:
-            value.update(k=kind, f=print_)
-        self.table[tkey] = tight(orjson.dumps(value))
+        self.table[tkey] = tight(value)
         if deadline is not None:
             self.schedule(partition, deadline, pattern_id, key)
+
+    def encode(self, pattern_id: str, key: str, partition: int, state: dict,
+               offsets: dict[str, int]) -> bytes:
+        """The stored value of an entry; StateTooLarge if its changelog record would be
+        larger than `limit`."""
+        kind, print_ = self.plan.stored(pattern_id) if self.plan else (None, None)
+        value: dict[str, Any] = {"p": partition, "o": offsets, "s": state}
+        if kind is not None:
+            value.update(k=kind, f=print_)
+        raw = orjson.dumps(value)
+        if self.limit is not None and len(raw) > self.limit - 1024:  # else surely fits
+            size = record_size(_table_key(pattern_id, key), raw, None)
+            if size > self.limit:
+                raise StateTooLarge(f"the state of pattern {pattern_id!r} for key {key[:200]!r} "
+                                    f"would be a {size}-byte changelog record, over the limit "
+                                    f"of {self.limit}; the key keeps its previous state")
+        return raw
+
+    def check(self, pattern_id: str, key: str, partition: int, state: dict | None,
+              offsets: dict[str, int]) -> None:
+        """Raise StateTooLarge if `save` of this state would."""
+        if state is not None and self.limit is not None:
+            self.encode(pattern_id, key, partition, state, offsets)
+
+    def drop(self, pattern_id: str, key: str) -> bytes | None:
+        """Delete the entry as stored (also under a renamed pattern's old id), whatever its
+        contents; returns the value it had (call with its partition's context)."""
+        found = None
+        old = self.plan.old_id(pattern_id) if self.plan else None
+        for stored_id in (pattern_id, old):
+            if stored_id is None:
+                continue
+            tkey = _table_key(stored_id, key)
+            raw = read(self.table, tkey)
+            if raw is not None:
+                del self.table[tkey]
+                self.live[stored_id] -= 1
+                found = found if found is not None else raw
+        return found
+
+    def take_unreadable(self) -> list[tuple[str, str, Exception]]:
+        taken, self.unreadable = self.unreadable, []
+        return taken
 
     def schedule(self, partition: int, deadline: float, pattern_id: str, key: str) -> None:
         if math.isfinite(deadline):
@@ -288,9 +347,13 @@ class PatternStateTable:
         self.live = Counter()
         batches: dict[int, list[tuple[float, str]]] = {}
         for pattern_id, key, slot in self.evolve(active, topic):
+            try:
+                deadline = deadline_of(pattern_id, slot.state)
+            except Exception as exc:  # noqa: BLE001 - a state the code cannot read
+                self.unreadable.append((pattern_id, key, exc))
+                continue
             n += 1
             self.live[pattern_id] += 1
-            deadline = deadline_of(pattern_id, slot.state)
             if deadline is not None and math.isfinite(deadline):
                 batch = batches.setdefault(slot.partition, [])
                 batch.append((deadline, f"{pattern_id}{SEP}{key}"))
@@ -312,11 +375,20 @@ class PatternStateTable:
         """
         dropped: list[tuple[str, str, int, str]] = []  # stored id, key, partition, reason
         moved: list[tuple[str, str, Slot, str]] = []  # stored id, key, slot, new id
-        for stored_id, key, slot in self.entries():
-            if slot.partition not in active:
+        for raw_key, raw in self.table.items():
+            try:
+                entry = decode_entry(raw_key, raw)
+                if entry is None or entry[2].partition not in active:
+                    continue
+                stored_id, key, slot = entry
+                verdict = (None if self.plan is None else
+                           self.plan.judge(stored_id, slot.kind, slot.print_, slot.state))
+            except Exception as exc:  # noqa: BLE001 - a value the code cannot read
+                pattern_id, _, key = bytes(raw_key).decode("utf-8", "replace").partition(SEP)
+                if partition_for(key, self.partitions) in active:
+                    self.unreadable.append((pattern_id, key, exc))
                 continue
-            if self.plan is not None:
-                verdict = self.plan.judge(stored_id, slot.kind, slot.print_, slot.state)
+            if verdict is not None:
                 if verdict.dropped:
                     dropped.append((stored_id, key, slot.partition, verdict.reason or ""))
                     continue

@@ -20,6 +20,8 @@ from typing import Any
 import faust
 import orjson
 
+from choreo.actions import record_size
+from tables.pattern_state import StateTooLarge
 from tables.raw import read, tight
 
 TABLE = "workflow-instances"
@@ -39,6 +41,10 @@ class WorkflowTable:
     deadline_of: Callable[[dict], float | None]
     index: dict[str, Entry] = field(default_factory=dict)
     stale: bool = True  # the index needs rebuilding (after a rebalance)
+    # Instances the last rebuild could not read: (instance id, exception), parked.
+    unreadable: list[tuple[str, Exception]] = field(default_factory=list)
+    # The largest changelog record a state may make (None: unbounded).
+    limit: int | None = None
 
     @classmethod
     def create(cls, app: faust.App, partitions: int,
@@ -58,9 +64,20 @@ class WorkflowTable:
             if self.index.pop(instance_id, None) is not None or key in self.table:
                 del self.table[key]
             return
-        self.table[key] = tight(orjson.dumps({"p": partition, "s": state}))
+        self.table[key] = tight(self.encode(instance_id, partition, state))
         self.index[instance_id] = Entry(partition, state["workflow"], state["status"],
                                         self.deadline_of(state))
+
+    def encode(self, instance_id: str, partition: int, state: dict) -> bytes:
+        """The stored value; StateTooLarge if its changelog record would exceed `limit`."""
+        raw = orjson.dumps({"p": partition, "s": state})
+        if self.limit is not None and len(raw) > self.limit - 1024:
+            size = record_size(instance_id.encode(), raw, None)
+            if size > self.limit:
+                raise StateTooLarge(f"the state of workflow instance {instance_id[:200]!r} "
+                                    f"would be a {size}-byte changelog record, over the "
+                                    f"limit of {self.limit}; the instance keeps its state")
+        return raw
 
     def items(self) -> Iterable[tuple[str, int, dict]]:
         """(instance id, partition, state) of every instance held here."""
@@ -69,14 +86,39 @@ class WorkflowTable:
                 data = orjson.loads(raw)
                 yield key.decode(), data["p"], data["s"]
 
-    def rebuild(self, active: set[int]) -> int:
+    def rebuild(self, active: set[int], home: Callable[[str], int] | None = None) -> int:
+        """Index the active partitions' instances. One the code cannot read (corrupt, an
+        old format) is parked: left in the table, out of the index (no tick, no event
+        reaches it), and listed in `unreadable` for the orchestrator to report; `home`
+        gives an instance's partition when its value cannot tell."""
         self.index = {}
-        for instance_id, partition, state in self.items():
-            if partition in active:
-                self.index[instance_id] = Entry(partition, state["workflow"], state["status"],
-                                                self.deadline_of(state))
+        for key, raw in self.table.items():
+            if raw is None:
+                continue
+            instance_id = bytes(key).decode("utf-8", "replace")
+            try:
+                data = orjson.loads(raw)
+                partition, state = data["p"], data["s"]
+                if partition in active:
+                    self.index[instance_id] = Entry(partition, state["workflow"],
+                                                    state["status"], self.deadline_of(state))
+            except Exception as exc:  # noqa: BLE001 - this instance's failure alone
+                self.index.pop(instance_id, None)
+                if home is None or home(instance_id) in active:
+                    self.unreadable.append((instance_id, exc))
         self.stale = False
         return len(self.index)
+
+    def park(self, instance_id: str) -> bytes | None:
+        """Take an instance off the timer (until an event changes it); its stored value."""
+        entry = self.index.get(instance_id)
+        if entry is not None:
+            entry.deadline = None
+        return read(self.table, instance_id.encode())
+
+    def take_unreadable(self) -> list[tuple[str, Exception]]:
+        taken, self.unreadable = self.unreadable, []
+        return taken
 
     def due(self, now: float) -> list[str]:
         return sorted((i for i, e in self.index.items()

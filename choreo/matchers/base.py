@@ -36,6 +36,12 @@ from choreo.matching import PatternStats, spec_accepts
 from choreo.patterns import EventSpec, Pattern
 
 Snapshot = dict[str, Any]
+# What a snapshot keeps of one event's payload and metadata, at most (`bounded`).
+SNAPSHOT_PAYLOAD_BYTES = 64 * 1024
+SNAPSHOT_METADATA_BYTES = 16 * 1024
+TRIMMED = "_choreo_trimmed"  # the marker a trimmed payload or metadata carries
+MAX_TRIMMED_NAMES = 16  # field names listed in the marker, at most (64 characters each)
+_MARKER_ROOM = MAX_TRIMMED_NAMES * (64 * 4 + 3) + 128  # the marker's JSON, at most
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,12 @@ def key_for(pattern: Pattern, event: Event) -> str | None:
 
 
 def event_to_snapshot(event: Event, full: bool = True) -> Snapshot:
-    """The event as plain data for a state snapshot; without payload and metadata if not full."""
+    """The event as plain data for a state snapshot; without payload and metadata if not full.
+
+    Payload and metadata are kept within `SNAPSHOT_PAYLOAD_BYTES` / `SNAPSHOT_METADATA_BYTES`
+    (`bounded`): what a pattern keeps of one event is a few dozen KiB at most, whatever the
+    event's size, so a key's state fits in a changelog record.
+    """
     snap: Snapshot = {
         "event_id": event.event_id,
         "event_type": event.event_type,
@@ -92,9 +103,38 @@ def event_to_snapshot(event: Event, full: bool = True) -> Snapshot:
         "source": event.source,
     }
     if full:
-        snap["payload"] = event.payload
-        snap["metadata"] = event.metadata
+        snap["payload"] = bounded(event.payload, SNAPSHOT_PAYLOAD_BYTES)
+        snap["metadata"] = bounded(event.metadata, SNAPSHOT_METADATA_BYTES,
+                                   ("correlation_id", "causation_id"))
     return snap
+
+
+def bounded(data: dict[str, Any], budget: int, first: Sequence[str] = ()) -> dict[str, Any]:
+    """`data` if its JSON is at most `budget` bytes; else its top-level fields that fit,
+    `first` ones first, then in order, each one whole, and under `TRIMMED` the names of the
+    fields left out (at most `MAX_TRIMMED_NAMES`) and the size of the original.
+
+    Conditions and filters are judged on the whole event when it arrives; what is trimmed
+    is only what a pattern keeps, i.e. the `data` of the action the event later fires.
+    """
+    size = len(orjson.dumps(data))
+    if size <= budget:
+        return data
+    kept: dict[str, Any] = {}
+    dropped: list[str] = []
+    left = budget - _MARKER_ROOM
+    order = [*(n for n in first if n in data), *(n for n in data if n not in first)]
+    for name in order:
+        value = data[name]
+        cost = len(orjson.dumps({name: value}))
+        if cost <= left:
+            kept[name] = value
+            left -= cost
+        else:
+            dropped.append(name)
+    kept[TRIMMED] = {"fields": [n[:64] for n in dropped[:MAX_TRIMMED_NAMES]],
+                     "fields_total": len(dropped), "original_bytes": size}
+    return kept
 
 
 def event_from_snapshot(snap: Snapshot) -> Event:
