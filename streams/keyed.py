@@ -41,8 +41,9 @@ from choreo.actions import Action, RecordRefused, by_priority, encode_record, re
 from choreo.app import Runtime
 from choreo.dead_letter import Origin
 from choreo.envelope import Event, InvalidEvent
-from choreo.matchers.base import KeyedMatcher, Outcome, key_for, matcher_for
+from choreo.matchers.base import KeyedMatcher, Outcome, key_for
 from choreo.matchers.correlation import TRACKER_ID, CorrelationTracker, action_note
+from choreo.matchers.kinds import matcher_for
 from choreo.matching import PatternIndex
 from choreo.memory import FREED  # memory back to the OS after a mass expiry
 from choreo.metrics import (
