@@ -166,3 +166,44 @@ def test_pure_modules_import_no_faust_kafka_rocksdb_or_prometheus(graph, externa
     closure = set().union(*(reachable(graph, name) for name in modules))
     heavy = {(name, lib) for name in sorted(closure) for lib in external[name] if lib in HEAVY}
     assert heavy == set()
+
+
+def runtime_fields() -> set[str]:
+    """The attributes `choreo.app.Runtime` declares: its fields, methods and properties."""
+    tree = ast.parse((ROOT / "choreo" / "app.py").read_text())
+    runtime = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Runtime")
+    names = {n.target.id for n in runtime.body
+             if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
+    names |= {n.name for n in runtime.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+    init = next(n for n in runtime.body if isinstance(n, ast.FunctionDef)
+                and n.name == "__post_init__")
+    names |= {t.attr for n in ast.walk(init) if isinstance(n, ast.Assign) for t in n.targets
+              if isinstance(t, ast.Attribute)}
+    return names
+
+
+def test_nothing_is_attached_to_the_runtime_after_it_is_built():
+    """No `runtime.<undeclared> = ...`, no `getattr(runtime, ...)` and no
+    `type: ignore[attr-defined]` in product code: what a component needs, it is given."""
+    declared = runtime_fields()
+    assert {"action_router", "workers", "matcher"} <= declared
+    found = []
+    for name, path in product_files().items():
+        text = path.read_text()
+        if "type: ignore[attr-defined]" in text:
+            found.append((name, "type: ignore[attr-defined]"))
+        for node in ast.walk(ast.parse(text)):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id in ("getattr", "setattr") and node.args
+                    and isinstance(node.args[0], ast.Name) and node.args[0].id == "runtime"):
+                found.append((name, f"{node.func.id}(runtime, ...)"))
+            targets = (node.targets if isinstance(node, ast.Assign)
+                       else [node.target] if isinstance(node, ast.AnnAssign | ast.AugAssign)
+                       else [])
+            for target in targets:
+                for part in ast.walk(target):
+                    if (isinstance(part, ast.Attribute) and isinstance(part.value, ast.Name)
+                            and part.value.id in ("runtime", "rt")
+                            and part.attr not in declared):
+                        found.append((name, f"runtime.{part.attr} = ..."))
+    assert found == []
