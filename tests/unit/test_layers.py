@@ -8,6 +8,7 @@ others, and the pure modules stay free of Faust, Kafka, RocksDB and Prometheus.
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,11 @@ def test_nothing_is_attached_to_the_runtime_after_it_is_built():
                             and part.attr not in declared):
                         found.append((name, f"runtime.{part.attr} = ..."))
     assert found == []
+
+
+def test_mypy_checks_every_pure_module():
+    """`make test` runs mypy over `[tool.mypy] files`: the pure modules, all of them."""
+    files = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]["files"])
+    expected = {name.replace(".", "/") + ("" if (ROOT / name.replace(".", "/")).is_dir()
+                                          else ".py") for name in PURE}
+    assert files == expected
