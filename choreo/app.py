@@ -261,7 +261,8 @@ class ChoreoApp(faust.App):
 
 
 def create_app(settings: Settings, choreography: Choreography | None = None) -> Runtime:
-    """The Faust app with its topics; agents, tables and views are added by `wire`."""
+    """The Faust app with its topics; agents, tables and views are added by
+    `topology.wire`."""
     choreography = choreography or load_choreography(settings.config_path)
     if settings.fast_path:
         faust_fastpath.install()

@@ -158,8 +158,11 @@ def _event_id(record: Record) -> str | None:
 class ReplayOutput(Protocol):
     """What a replay sent: dead-letter reasons counted, and (topic, action) pairs."""
 
-    dead_letters: Mapping[str, int]
-    actions: list[tuple[str, dict]]
+    @property
+    def dead_letters(self) -> Mapping[str, int]: ...
+
+    @property
+    def actions(self) -> list[tuple[str, dict]]: ...
 
 
 class Replaying(Protocol):
