@@ -22,6 +22,7 @@ demo: $(STAMP)
 # CHOREO_BROKER names one.
 test: $(STAMP) chromium
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q tests
 
 # Debian's chromium and chromium-driver for the web page test; a no-op when installed.
@@ -54,6 +55,7 @@ bench-short: $(BENCH_STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 check: $(STAMP)
 	$(VENV)/bin/choreo check

@@ -19,6 +19,7 @@ publishes the same ids. Outside a handler `report_progress` does nothing.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -29,6 +30,12 @@ from choreo.envelope import Event, new_event
 TASK_PROGRESS = "task.progress"
 STATES = ("working", "message", "completed", "failed")
 _current: ContextVar[TaskProgress | None] = ContextVar("choreo_task_progress", default=None)
+_NAMESPACE = uuid.UUID("0b7f2c1a-3d4e-5f60-8172-93a4b5c6d7e8")
+
+
+def derived_id(action_id: str, suffix: str) -> str:
+    """The id of an event a worker publishes for an action: the same on every attempt."""
+    return str(uuid.uuid5(_NAMESPACE, f"{action_id}/{suffix}"))
 
 
 @dataclass
@@ -45,8 +52,6 @@ class TaskProgress:
 
     def event(self, state: str, message: str = "", data: Mapping[str, Any] | None = None
               ) -> Event:
-        from agents.worker import derived_id
-
         payload: dict[str, Any] = {
             "task_id": self.action.event_id, "state": state, "seq": self.seq,
             "message": message, "action": self.action.payload.get("action"),

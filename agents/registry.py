@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from agents.inbox import InboxReader, inbox_group
+from agents.worker import CapabilityWorker, handle_record
 from choreo import kafka_clients
 from choreo.app import Runtime
 from choreo.registry import Descriptor, default_agent_id, heartbeat_record
@@ -138,14 +139,19 @@ def _offsets(found: Any, topic: str) -> dict[int, int]:
             if tp.topic == topic and meta is not None and meta.offset >= 0}
 
 
-def register_presence(runtime: Runtime, capabilities: Sequence[str]) -> Presence | None:
-    """Announce the capability workers of this process, and read their inboxes."""
-    if not capabilities:
-        return None
-    from agents.worker import handle_record
+def agent_identity(runtime: Runtime) -> str:
+    """This process's id in the agent registry: CHOREO_AGENT_ID, else host-pid."""
+    return runtime.settings.agent.agent_id or default_agent_id()
 
+
+def register_presence(runtime: Runtime, workers: Mapping[str, CapabilityWorker],
+                      agent_id: str) -> Presence | None:
+    """Announce the capability workers of this process as `agent_id`, and read their
+    inboxes."""
+    if not workers:
+        return None
+    capabilities = list(workers)
     identity = runtime.settings.agent
-    agent_id = identity.agent_id or default_agent_id()
     choreography = runtime.choreography
     routed = [c for c in capabilities if choreography.routing.for_capability(c).explicit]
     descriptor = Descriptor(
@@ -155,15 +161,15 @@ def register_presence(runtime: Runtime, capabilities: Sequence[str]) -> Presence
         group=inbox_group(runtime.settings.app_id, agent_id),
         inboxes={c: choreography.topics.inbox_topic(c, agent_id) for c in routed})
     presence = Presence(runtime, descriptor)
-    runtime.presence = presence  # type: ignore[attr-defined]
     runtime.startup_hooks.append(presence.prepare)
     app = runtime.app
 
     settings = runtime.settings
     for capability in routed:
-        worker = runtime.workers[capability]
+        worker = workers[capability]
 
-        async def handle(record: Any, handled: Any, _worker: Any = worker) -> None:
+        async def handle(record: Any, handled: Any,
+                         _worker: CapabilityWorker = worker) -> None:
             await handle_record(_worker, record, handled)
 
         reader = InboxReader(descriptor.inboxes[capability], descriptor.group,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from choreo.app import Runtime
+from streams.agents import RegistryView
 
 
 def capability_summaries(runtime: Runtime) -> list[dict[str, Any]]:
@@ -17,12 +18,12 @@ def register_worker_views(runtime: Runtime) -> None:
         return web.json({"capabilities": capability_summaries(runtime)})
 
 
-def register_agent_views(runtime: Runtime) -> None:
-    """`/agents/`: every agent the registry knows, with its health (any engine worker)."""
+def register_agent_views(runtime: Runtime, view: RegistryView | None) -> None:
+    """`/agents/`: every agent the registry knows, with its health (any engine worker);
+    `view` is None where this process runs no engine."""
 
     @runtime.app.page("/agents/")
     async def agents(web, request):  # noqa: ANN001 - Faust view signature
-        view = getattr(runtime, "registry", None)
         if not runtime.choreography.agents.enabled:
             return web.json({"agents": [], "enabled": False,
                              "hint": "add an [agents] table to the choreography file"})

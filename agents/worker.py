@@ -33,7 +33,7 @@ from typing import Any
 
 import faust
 
-from agents.progress import TaskProgress
+from agents.progress import TaskProgress, derived_id
 from choreo.actions import ACTION_REQUESTED, RecordRefused, encode_record, record_limit
 from choreo.app import Runtime, raw_topic
 from choreo.dead_letter import HEADER_PREFIX, Origin, exception_headers, isolate
@@ -60,7 +60,6 @@ from tables.dedup import handled_actions_table
 from tables.expiring import ExpiringTable
 
 log = logging.getLogger(__name__)
-_NAMESPACE = uuid.UUID("0b7f2c1a-3d4e-5f60-8172-93a4b5c6d7e8")
 # This process's life: an action it handled itself is never handled again, even when a
 # rebalance (a broker restart, a lost heartbeat) makes it read the record at the same offset.
 INCARNATION = uuid.uuid4().hex
@@ -82,10 +81,6 @@ Handler = Callable[[Event], Awaitable[list[Result]]]
 
 class ActionRefused(Exception):
     """A handler's way to fail an action with a clear reason."""
-
-
-def derived_id(action_id: str, suffix: str) -> str:
-    return str(uuid.uuid5(_NAMESPACE, f"{action_id}/{suffix}"))
 
 
 def _info(action: Event, capability: str) -> dict[str, Any]:
@@ -226,6 +221,7 @@ class CapabilityWorker:
     breaker: CircuitBreaker
     dead_letter_topic: faust.TopicT
     handled: ExpiringTable | None = None
+    agent_id: str = ""  # this process's id in the agent registry ("" without [agents])
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     rand: Callable[[], float] = random.random
 
@@ -274,22 +270,22 @@ class CapabilityWorker:
 
 
 def register_workers(runtime: Runtime, handlers: Mapping[str, Mapping[str, Handler]],
-                     select: str = "*") -> list[str]:
-    """Add a worker agent for each selected capability that has handlers; return them."""
+                     select: str = "*", agent_id: str = "") -> dict[str, CapabilityWorker]:
+    """Add a worker agent for each selected capability that has handlers; return them by
+    capability. `agent_id` is this process's id in the agent registry, if it joins it."""
     wanted = {c.strip() for c in select.split(",") if c.strip()}
-    started = []
+    started: dict[str, CapabilityWorker] = {}
     for capability in runtime.choreography.capabilities:
         if capability not in handlers or "none" in wanted:
             continue
         if "*" not in wanted and capability not in wanted:
             continue
-        add_worker(runtime, capability, handlers[capability])
-        started.append(capability)
+        started[capability] = add_worker(runtime, capability, handlers[capability], agent_id)
     return started
 
 
-def add_worker(runtime: Runtime, capability: str, actions: Mapping[str, Handler]
-               ) -> CapabilityWorker:
+def add_worker(runtime: Runtime, capability: str, actions: Mapping[str, Handler],
+               agent_id: str = "") -> CapabilityWorker:
     policy = runtime.choreography.workers.for_capability(capability)
     worker = CapabilityWorker(
         runtime, capability, actions, policy, CircuitBreaker.for_policy(capability, policy),
@@ -297,7 +293,8 @@ def add_worker(runtime: Runtime, capability: str, actions: Mapping[str, Handler]
                   runtime.choreography.topics.capability_dead_letter_topic(capability)),
         handled_actions_table(runtime.app, capability,
                               runtime.choreography.defaults.dedup_horizon,
-                              runtime.settings.partitions))
+                              runtime.settings.partitions),
+        agent_id=agent_id)
     BREAKER_STATE.labels(capability, BreakerState.CLOSED.value).set(1)
     runtime.workers[capability] = worker
 
@@ -328,11 +325,9 @@ def note_cancel(worker: CapabilityWorker, cancel: Event, partition: int, offset:
              cancel.payload.get("reason"))
 
 
-def task_progress(runtime: Runtime, action: Event, capability: str, generation: str
-                  ) -> TaskProgress:
-    """The task.progress publisher of one action (agents/progress.py)."""
-    presence = getattr(runtime, "presence", None)
-    agent_id = presence.descriptor.agent_id if presence is not None else ""
+def task_progress(runtime: Runtime, action: Event, capability: str, generation: str,
+                  agent_id: str) -> TaskProgress:
+    """The task.progress publisher of one action (agents/progress.py), by `agent_id`."""
     return TaskProgress(runtime, action, capability, generation, agent_id,
                         enabled=runtime.choreography.agents.task_progress)
 
@@ -437,7 +432,7 @@ async def handle_action_record(worker: CapabilityWorker, record: Any,
     value = started_ev.to_bytes()
     await runtime.events_topic.send(key=key, value=value,
                                     headers=runtime.sign(runtime.events_topic, key, value))
-    progress = task_progress(runtime, action, capability, generation)
+    progress = task_progress(runtime, action, capability, generation, worker.agent_id)
     await progress.publish("working")
     started = time.perf_counter()
     token = progress.enter()  # report_progress() in the handler publishes through it

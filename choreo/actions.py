@@ -20,11 +20,9 @@ import orjson
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from faust.streams import current_event
 
-from choreo.envelope import Event, event_from_mapping, now_iso
+from choreo.envelope import ACTION_REQUESTED, ENGINE_SOURCE, Event, event_from_mapping, now_iso
 
 Headers = list[tuple[str, bytes]]
-ENGINE_SOURCE = "choreo.engine"
-ACTION_REQUESTED = "action.requested"
 _NAMESPACE = uuid.UUID("6f1c3d2e-8a4b-5c6d-9e0f-1a2b3c4d5e6f")
 # Room above `max_event_bytes` in the producer's request size for a dead-letter record's
 # headers (the detail is cut at 1,000 characters) and for signature headers.

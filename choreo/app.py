@@ -2,33 +2,48 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 from aiokafka.errors import MessageSizeTooLargeError
 from faust.exceptions import ProducerSendError
 
 from choreo import faust_fastpath, rocksdb_memory
-from choreo.actions import RecordRefused, producer_request_size
+from choreo.actions import Action, RecordRefused, producer_request_size
 from choreo.config import Choreography, load_choreography
 from choreo.dead_letter import HEADER_PREFIX, BrokerFault, Origin, dead_letter_headers
 from choreo.envelope import Event
 from choreo.faust_fastpath import quiet_library_loggers
 from choreo.matching import EventMatcher, PatternStats
-from choreo.memory import FREED, freeze_startup_objects
 from choreo.metrics import ALERTS, DEAD_LETTERED
 from choreo.security import Guard, build_guard
 from choreo.settings import Settings
 from choreo.signing import signature_headers
 from choreo.topics import ensure_topics, wait_for_coordinator
-from tables.timers import open_indexes
 
 log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+
+class ActionTargets(Protocol):
+    """Picks the topic of each action, and headers to add (streams/agents.py
+    `ActionRouter`, which is built on a `Runtime`)."""
+
+    def target(self, action: Action) -> tuple[faust.TopicT, Headers | None]: ...
+
+
+class CapabilityWorkerView(Protocol):
+    """What is read of a capability worker this process runs (agents/worker.py
+    `CapabilityWorker`, which is built on a `Runtime`)."""
+
+    capability: str
+    dead_letter_topic: faust.TopicT
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -44,13 +59,13 @@ class Runtime:
     alerts_topic: faust.TopicT
     stats: PatternStats = field(default_factory=PatternStats)
     capability_topics: dict[str, faust.TopicT] = field(default_factory=dict)
-    # The capability workers this process runs (agents/worker.py CapabilityWorker).
-    workers: dict[str, Any] = field(default_factory=dict)
+    # The capability workers this process runs, by capability (added as each is built).
+    workers: dict[str, CapabilityWorkerView] = field(default_factory=dict)
     # Signatures, publishers and masking ([security]); does nothing when that is absent.
     guard: Guard = field(default_factory=Guard)
     # Picks the topic of each action (streams/agents.py ActionRouter) when some capability
     # routes explicitly to agents; None: every action goes to its capability topic.
-    action_router: Any = None
+    action_router: ActionTargets | None = None
     # Coroutines run once at start, after the topics exist and before the consumer joins.
     startup_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Called with each new valid event of the events topic and its raw bytes (after
@@ -96,7 +111,7 @@ class Runtime:
                 raise
             raise RecordRefused("too_large", str(exc.__cause__)[:300]) from exc
 
-    def action_target(self, action: Any) -> tuple[faust.TopicT, list[tuple[str, bytes]] | None]:
+    def action_target(self, action: Action) -> tuple[faust.TopicT, Headers | None]:
         """The topic an action goes to, and headers to add: its capability topic unless the
         capability routes explicitly, then the chosen agent's inbox (streams/agents.py)."""
         if self.action_router is not None:
@@ -246,7 +261,8 @@ class ChoreoApp(faust.App):
 
 
 def create_app(settings: Settings, choreography: Choreography | None = None) -> Runtime:
-    """The Faust app with its topics; agents, tables and views are added by `wire`."""
+    """The Faust app with its topics; agents, tables and views are added by
+    `topology.wire`."""
     choreography = choreography or load_choreography(settings.config_path)
     if settings.fast_path:
         faust_fastpath.install()
@@ -296,69 +312,3 @@ def create_app(settings: Settings, choreography: Choreography | None = None) -> 
     )
     app.runtime = runtime
     return runtime
-
-
-def load_handlers(spec: str) -> Any:
-    """The handlers named by `module:attribute` (CHOREO_HANDLERS); several, comma-separated,
-    are merged (a later one's capabilities win)."""
-    merged: dict[str, Any] = {}
-    for part in spec.split(","):
-        module, _, attribute = part.strip().partition(":")
-        if module:
-            merged.update(getattr(importlib.import_module(module), attribute or "HANDLERS"))
-    return merged
-
-
-def wire(runtime: Runtime, workers: str = "*") -> Runtime:
-    """Register the matching agent, the capability workers and the web views."""
-    from agents.registry import register_presence
-    from agents.views import register_agent_views, register_worker_views
-    from agents.worker import register_workers
-    from streams.agents import register_registry
-    from streams.match_events import register_matcher
-    from streams.orchestrate import register_orchestrator
-    from streams.runtime_metrics import register_memory_view, register_runtime_metrics
-    from streams.tasks import register_tasks
-    from streams.ui import register_ui
-    from streams.views import register_views
-    from streams.workflow_views import register_workflow_views
-
-    registry = runtime.choreography.agents.enabled  # [agents] or explicit routing
-    if runtime.settings.engine:
-        register_matcher(runtime)
-        register_orchestrator(runtime)
-        if registry:
-            register_registry(runtime)
-            register_tasks(runtime)
-    started = register_workers(runtime, load_handlers(runtime.settings.handlers), select=workers)
-    if registry:
-        register_presence(runtime, started)
-    register_views(runtime)
-    register_worker_views(runtime)
-    register_workflow_views(runtime)
-    register_runtime_metrics(runtime)
-    register_memory_view(runtime)
-    register_ui(runtime)
-    register_agent_views(runtime)
-    if runtime.settings.gc_freeze:
-        runtime.app.task(_freeze_startup_objects)
-    FREED.threshold = runtime.settings.release_after  # one count per process
-    if runtime.settings.store.startswith("rocksdb"):
-        _ROCKSDB_APPS.add(runtime.app)
-        FREED.on_release(_shed_rocksdb)
-    return runtime
-
-
-_ROCKSDB_APPS: weakref.WeakSet[faust.App] = weakref.WeakSet()
-
-
-def _shed_rocksdb() -> None:
-    """After a mass expiry: RocksDB's memtables and cache let go of the expired keys."""
-    stores = [db for app in list(_ROCKSDB_APPS) for table in app.tables.values()
-              for db in getattr(table.data, "_dbs", {}).values()]
-    rocksdb_memory.shed([*stores, *open_indexes()])
-
-
-async def _freeze_startup_objects() -> None:
-    log.info("left %d objects made at start out of garbage collection",
-             freeze_startup_objects())

@@ -18,6 +18,7 @@ from choreo.conditions import ConditionError, compile_condition
 from choreo.content_filter import FilterError, compile_filter
 from choreo.durations import parse_duration
 from choreo.envelope import MAX_DEPTH_LIMIT, MAX_EVENT_DEPTH, MAX_FUTURE_SKEW
+from choreo.errors import ConfigError, ConfigIssue
 from choreo.monitor import MonitorSettings, parse_monitor
 from choreo.patterns import (
     KINDS,
@@ -46,26 +47,6 @@ MAX_WINDOWS_PER_EVENT = 100
 # well inside the recursion of everything that walks the values afterwards.
 MAX_DEPTH = 64
 GROUP_BY = re.compile(r"^(payload|metadata)(\.[A-Za-z0-9_\-]+)+$|^source$")
-
-
-@dataclass(frozen=True)
-class ConfigIssue:
-    pattern_id: str
-    field: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"pattern {self.pattern_id!r}, field {self.field!r}: {self.reason}"
-
-
-class ConfigError(ValueError):
-    """The choreography file is invalid; `issues` lists every problem found."""
-
-    def __init__(self, issues: list[ConfigIssue], path: str = "") -> None:
-        self.issues = issues
-        where = f" in {path}" if path else ""
-        lines = "\n".join(f"  - {issue}" for issue in issues)
-        super().__init__(f"{len(issues)} problem(s){where}:\n{lines}")
 
 
 @dataclass(frozen=True)

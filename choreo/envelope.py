@@ -11,6 +11,9 @@ from typing import Any
 
 import orjson
 
+# The source of what the engine publishes, and the event type of the actions it asks for.
+ENGINE_SOURCE = "choreo.engine"
+ACTION_REQUESTED = "action.requested"
 MAX_EVENT_BYTES = 1024 * 1024
 # Nesting levels of objects and arrays an event may have, the envelope itself being one.
 # orjson reads 1,024 levels but writes only 254, and the engine writes each event again,

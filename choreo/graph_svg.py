@@ -95,7 +95,8 @@ def _layout(g: Graph) -> tuple[list[float], float]:
             node.y = TOP + row * (NODE_H + GAP_Y)
     widths = [max([_width(n) for n in nodes] + [len(TITLES[i]) * CHAR_W + 16])
               for i, nodes in enumerate(columns)]
-    xs, x = [], LEFT
+    xs: list[float] = []
+    x: float = LEFT
     for w in widths:
         xs.append(x)
         x += w + GAP_X

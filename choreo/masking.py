@@ -142,7 +142,10 @@ class Masker:
         """Mask `"<name>": <value>` for every configured name in bytes that are not JSON."""
         if self._text is None:
             return MaskedRecord(raw)
-        out, at, hit, secrets = [], 0, {}, {}
+        out: list[bytes] = []
+        at = 0
+        hit: dict[str, None] = {}  # ordered sets
+        secrets: dict[str, None] = {}
         for found in self._text.finditer(raw):
             start = found.end()
             if start < at:

@@ -5,7 +5,7 @@ at once, and RocksDB holds their tombstones in memtables and their blocks in its
 CPython returns an arena only when every object in it is gone, and glibc keeps freed heap
 pages for reuse, so the freed memory stays in the worker's RSS. After a large expiry, the
 release hooks run (the worker's: flush RocksDB's memtables and empty its shared cache,
-`choreo/app.py`), then a full collection and `malloc_trim(0)` (which unmaps free pages
+`topology.py`), then a full collection and `malloc_trim(0)` (which unmaps free pages
 anywhere in the heap). Each costs some milliseconds per hundred thousand live objects, so
 it runs only after much was freed.
 """

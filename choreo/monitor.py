@@ -127,8 +127,8 @@ def slow_flow_alert(settings: MonitorSettings, summary: dict | None, event: Even
 
 @dataclass
 class _Rate:
+    first_minute: int  # the oldest minute seen of the type
     buckets: deque = field(default_factory=deque)  # [minute, count], oldest first
-    first_minute: int | None = None
     spiking: bool = False
     episodes: int = 0
     last_spiking: int | None = None  # the newest minute at which the type was spiking

@@ -235,14 +235,15 @@ class Registry:
             return
         current = self.agents.get(agent_id)
         incarnation, seq = data["incarnation"], data["seq"]
-        same = current is not None and current.incarnation == incarnation
+        # The state of this same incarnation, if it is the one known.
+        same = current if current is not None and current.incarnation == incarnation else None
         if data["kind"] == "status":
-            if same and seq < current.seq:
+            if same is not None and seq < same.seq:
                 return  # a verdict on an older heartbeat than the one we have
-            if current is not None and not same \
+            if current is not None and same is None \
                     and float(data.get("last_seen", 0)) < current.last_seen:
                 return  # a verdict on an older incarnation than the one we have
-            base = current if same else AgentState(
+            base = same if same is not None else AgentState(
                 _descriptor(data), incarnation, seq, float(data.get("last_seen", ts)),
                 bool(data.get("left", False)))
             self.agents[agent_id] = replace(
@@ -250,12 +251,12 @@ class Registry:
                 reason=str(data.get("reason", "")))
             return
         leave = data["kind"] == "leave"
-        if same:
-            if seq <= current.seq and not (leave and not current.left):
+        if same is not None:
+            if seq <= same.seq and not (leave and not same.left):
                 return  # replayed or out of order
-            self.agents[agent_id] = replace(current, descriptor=_descriptor(data),
-                                            seq=max(seq, current.seq),
-                                            last_seen=max(ts, current.last_seen), left=leave)
+            self.agents[agent_id] = replace(same, descriptor=_descriptor(data),
+                                            seq=max(seq, same.seq),
+                                            last_seen=max(ts, same.last_seen), left=leave)
         else:
             # A new incarnation starts afresh: the old one's verdict no longer applies.
             self.agents[agent_id] = AgentState(_descriptor(data), incarnation, seq, ts,

@@ -18,17 +18,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import orjson
 
-from choreo.config import ConfigError, load_choreography
+from choreo.config import Choreography, ConfigError, load_choreography
 from choreo.envelope import parse_timestamp
 from choreo.kafka_io import Record, producer
+from choreo.matchers.correlation import NOTE_HEADER
 from choreo.replay_diff import (
     canonical_state,
     compare_states,
@@ -44,7 +45,6 @@ from choreo.replay_io import (
     topic_bounds,
 )
 from choreo.settings import Settings
-from streams.keyed import NOTE_HEADER
 
 REPLAY_HEADER = "choreo.replay"  # on actions sent with --emit: the replay's app id
 
@@ -155,12 +155,40 @@ def _event_id(record: Record) -> str | None:
     return data.get("event_id") if isinstance(data, dict) else None
 
 
-async def run_replay(opts: ReplayOptions, settings: Settings, out: IO[str] = sys.stdout,
-                     err: IO[str] = sys.stderr) -> int:
-    """Run a replay and print its report; returns the exit code."""
-    from tqdm import tqdm
+class ReplayOutput(Protocol):
+    """What a replay sent: dead-letter reasons counted, and (topic, action) pairs."""
 
-    from streams.replay import Replayer
+    @property
+    def dead_letters(self) -> Mapping[str, int]: ...
+
+    @property
+    def actions(self) -> list[tuple[str, dict]]: ...
+
+
+class Replaying(Protocol):
+    """The engine's code run offline over records (streams/replay.py `Replayer`)."""
+
+    rekeyed_sent: int
+
+    @property
+    def table(self) -> dict[bytes, bytes]: ...
+
+    async def feed(self, record: Record) -> None: ...
+
+    async def feed_rekeyed(self, record: Record) -> None: ...
+
+    async def finish(self, wall: float | None = None) -> ReplayOutput: ...
+
+
+# (choreography, settings, rekeyed_from_log) -> a replayer: topology.py passes the Faust one.
+ReplayerFactory = Callable[[Choreography, Settings, bool], Replaying]
+
+
+async def run_replay(opts: ReplayOptions, settings: Settings, replayer_factory: ReplayerFactory,
+                     out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
+    """Run a replay with the replayers `replayer_factory` makes and print its report;
+    returns the exit code."""
+    from tqdm import tqdm
 
     try:
         live = load_choreography(settings.config_path)
@@ -206,7 +234,7 @@ async def run_replay(opts: ReplayOptions, settings: Settings, out: IO[str] = sys
     # each record was appended, and a re-keyed record comes after the event it was sent for.
     records.sort(key=lambda r: (r.timestamp_ms, r.topic == rekeyed_topic, r.partition,
                                 r.offset))
-    replayer = Replayer(engine_file, replay_settings, rekeyed_from_log=rebuild)
+    replayer = replayer_factory(engine_file, replay_settings, rebuild)
     with tqdm(total=len(records), unit="rec", desc="replay", file=err,
               disable=not opts.progress) as bar:
         for record in records:
@@ -350,12 +378,3 @@ def _at(data: Any, path: str) -> Any:
             return None
         data = data.get(part)
     return data
-
-
-def replay_main(opts: ReplayOptions, settings: Settings | None = None) -> int:
-    """Run from a command line: the exit code, with errors said on stderr."""
-    try:
-        return asyncio.run(run_replay(opts, settings or Settings.from_env()))
-    except ReplayError as exc:
-        sys.stderr.write(f"replay: {exc}\n")
-        return 2

@@ -11,7 +11,7 @@ import click
 import faust
 from faust.cli import AppCommand, option
 
-from choreo.replay import ReplayError, ReplayOptions, run_replay
+from choreo.replay import ReplayerFactory, ReplayError, ReplayOptions, run_replay
 from choreo.settings import Settings
 
 
@@ -30,8 +30,10 @@ class _ExitCodeCommand(AppCommand):
         sys.exit(code)
 
 
-def register_replay_command(app: faust.App, settings: Settings) -> Any:
-    """Add `replay` to the app's commands."""
+def register_replay_command(app: faust.App, settings: Settings,
+                            replayer_factory: ReplayerFactory) -> Any:
+    """Add `replay` to the app's commands; `replayer_factory` runs the engine's code offline
+    (streams/replay.py `Replayer`)."""
 
     @app.command(
         option("--what-if", "what_if", type=click.Path(exists=True, dir_okay=False),
@@ -64,6 +66,6 @@ def register_replay_command(app: faust.App, settings: Settings) -> Any:
             to_offset=to_offset, from_time=from_time, to_time=to_time,
             correlation_id=correlation_id, event_types=event_types, emit=emit,
             fail_on_diff=fail_on_diff, as_json=as_json, group=group, progress=not no_progress)
-        return await run_replay(opts, settings)
+        return await run_replay(opts, settings, replayer_factory)
 
     return replay

@@ -27,9 +27,9 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from choreo.actions import ACTION_REQUESTED, ENGINE_SOURCE
 from choreo.durations import positive_duration
-from choreo.envelope import Event, InvalidEvent, parse_event
+from choreo.envelope import ACTION_REQUESTED, ENGINE_SOURCE, Event, InvalidEvent, parse_event
+from choreo.errors import ConfigError, ConfigIssue
 from choreo.masking import PATH, Masker
 from choreo.signing import (
     UNAUTHORIZED,
@@ -236,8 +236,6 @@ def build_guard(settings: Any, security: SecuritySettings, *, need_signing: bool
                 ) -> Guard:
     """The keyring from the key file (CHOREO_SIGNING_KEYS_FILE, else `keys_file`) and
     CHOREO_SIGNING_KEYS; raise ConfigError when it cannot serve `security`."""
-    from choreo.config import ConfigError, ConfigIssue
-
     path = settings.signing_keys_file or security.keys_file
     where = "CHOREO_SIGNING_KEYS_FILE" if settings.signing_keys_file else "security.keys_file"
     try:

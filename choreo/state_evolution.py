@@ -35,8 +35,9 @@ from typing import Any
 
 import orjson
 
-from choreo.matchers.base import KeyedMatcher, _copy, _packed, event_from_snapshot, matcher_for
+from choreo.matchers.base import KeyedMatcher, _copy, _packed, event_from_snapshot
 from choreo.matchers.correlation import TRACKER_ID
+from choreo.matchers.kinds import matcher_for
 from choreo.matching import PatternStats
 from choreo.patterns import (
     AbsencePattern,

@@ -25,6 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -380,14 +381,22 @@ async def committed_offsets(bootstrap: str, group: str, tps: list[TopicPartition
     return {tp: meta.offset for tp, meta in found.items() if meta is not None}
 
 
-def register_registry(runtime: Runtime) -> RegistryView:
-    """Add the global registry view, the router, the verdict timer and `/agents/`."""
+@dataclass(frozen=True)
+class AgentRegistry:
+    """What `register_registry` adds: the global view, the router and the liveness owner."""
+
+    view: RegistryView
+    router: ActionRouter
+    liveness: LivenessOwner
+
+
+def register_registry(runtime: Runtime) -> AgentRegistry:
+    """Add the global registry view, the router and the verdict timer (`/agents/` shows the
+    view: agents/views.py)."""
     app = runtime.app
     view = RegistryView(runtime)
     router = ActionRouter(runtime, view)
     owner = LivenessOwner(runtime, view, router)
-    runtime.registry = view  # type: ignore[attr-defined]
-    runtime.liveness = owner  # type: ignore[attr-defined]
     runtime.startup_hooks.append(lambda: ensure_agents_topic(runtime))
     if any(r.explicit for r in runtime.choreography.routing.routes.values()):
         runtime.action_router = router
@@ -412,4 +421,4 @@ def register_registry(runtime: Runtime) -> RegistryView:
     async def judge_agents() -> None:
         await owner.tick()
 
-    return view
+    return AgentRegistry(view, router, owner)

@@ -48,8 +48,14 @@ from choreo.actions import (
 from choreo.app import Runtime
 from choreo.dead_letter import Origin
 from choreo.envelope import Event, InvalidEvent
-from choreo.matchers.base import KeyedMatcher, Outcome, key_for, matcher_for
-from choreo.matchers.correlation import TRACKER_ID, CorrelationTracker, action_note
+from choreo.matchers.base import KeyedMatcher, Outcome, key_for
+from choreo.matchers.correlation import (
+    NOTE_HEADER,
+    TRACKER_ID,
+    CorrelationTracker,
+    action_note,
+)
+from choreo.matchers.kinds import matcher_for
 from choreo.matching import PatternIndex
 from choreo.memory import FREED  # memory back to the OS after a mass expiry
 from choreo.metrics import (
@@ -95,7 +101,6 @@ log = logging.getLogger(__name__)
 TIMER_ERROR = "timer_error"  # dead-letter reason: a timer entry whose handling failed
 GROUP_HEADER = "choreo.group"  # the group_by path a rekeyed record is keyed by ("" = correlation)
 ORIGIN_HEADER = "choreo.origin"  # where the event was first read: topic:partition:offset
-NOTE_HEADER = "choreo.note"  # "actions": the value lists actions to record on a correlation
 ACTIONS_HEADER = "choreo.actions"  # actions the event already fired, for the correlation summary
 TICK_SECONDS = 1.0
 # Deadlines run under one hold of the lock, most of it without a turn of the event loop: at
@@ -662,8 +667,9 @@ def _contended(lock: asyncio.Lock) -> bool:
     return bool(getattr(lock, "_waiters", None))
 
 
-def register_keyed(runtime: Runtime) -> KeyedEngine:
-    """Add the keyed engine, its rekeyed-topic agent and its deadline timer to the app."""
+def register_keyed(runtime: Runtime, seen: ExpiringTable) -> KeyedEngine:
+    """Add the keyed engine, its rekeyed-topic agent and its deadline timer to the app;
+    `seen` de-duplicates the rekeyed topic."""
     engine = KeyedEngine(runtime)
     app = runtime.app
 
@@ -672,10 +678,10 @@ def register_keyed(runtime: Runtime) -> KeyedEngine:
     async def apply_rekeyed(stream: faust.StreamT) -> None:
         if size <= 1:
             async for record in stream.events():
-                await handle_rekeyed(runtime, engine, record)
+                await handle_rekeyed(runtime, engine, seen, record)
             return
         async for records in stream.take_events(size, within=wait):
-            await process_rekeyed_batch(runtime, engine, records)
+            await process_rekeyed_batch(runtime, engine, seen, records)
 
     app.agent(engine.rekeyed_topic, name="apply_rekeyed")(apply_rekeyed)
 
@@ -719,22 +725,25 @@ async def in_turns(records: Sequence[faust.EventT],
             turn = time.monotonic()
 
 
-async def process_rekeyed_batch(runtime: Runtime, engine: KeyedEngine,
+async def process_rekeyed_batch(runtime: Runtime, engine: KeyedEngine, seen: ExpiringTable,
                                 records: Sequence[faust.EventT]) -> None:
     """Records of the rekeyed topic in order, state written once for the batch."""
     async with engine.batch():
-        await in_turns(records, lambda record: handle_rekeyed(runtime, engine, record))
+        await in_turns(records, lambda record: handle_rekeyed(runtime, engine, seen, record))
 
 
-async def handle_rekeyed(runtime: Runtime, engine: KeyedEngine, record: faust.EventT) -> bool:
+async def handle_rekeyed(runtime: Runtime, engine: KeyedEngine, seen: ExpiringTable,
+                         record: faust.EventT) -> bool:
     """`process_rekeyed`, a failure dead-lettering the record alone; False if it failed."""
     origin = _origin(dict(record.message.headers or []).get(ORIGIN_HEADER), record.message)
     return await isolated(runtime, record, "rekeyed",
-                          lambda: process_rekeyed(runtime, engine, record), origin)
+                          lambda: process_rekeyed(runtime, engine, seen, record), origin)
 
 
-async def process_rekeyed(runtime: Runtime, engine: KeyedEngine, record: faust.EventT) -> None:
-    """Apply an event re-sent to its key's partition (or record a note of actions)."""
+async def process_rekeyed(runtime: Runtime, engine: KeyedEngine, seen: ExpiringTable,
+                          record: faust.EventT) -> None:
+    """Apply an event re-sent to its key's partition (or record a note of actions); `seen`
+    holds the rekeyed records already applied."""
     message = record.message
     headers = {k: v for k, v in (message.headers or [])}
     key = message.key.decode() if message.key else None
@@ -756,7 +765,6 @@ async def process_rekeyed(runtime: Runtime, engine: KeyedEngine, record: faust.E
     if group not in engine.groups:
         log.warning("rekeyed record for unknown group_by %r skipped", group)
         return
-    seen = runtime.seen_rekeyed  # type: ignore[attr-defined]
     seen.advance(message.partition, event.ts)
     dkey = dedup_key(group_raw, dedup_key(event.source, event.event_id))
     first = seen.get(dkey)

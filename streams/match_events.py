@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import faust
 
@@ -19,17 +20,25 @@ from tables.expiring import ExpiringTable
 log = logging.getLogger(__name__)
 
 
-def register_matcher(runtime: Runtime) -> None:
-    """Add the `match_events` agent and its de-duplication table to the app."""
+@dataclass(frozen=True)
+class Matching:
+    """What `register_matcher` adds: the keyed engine and the de-duplication tables of the
+    events topic and of the rekeyed topic."""
+
+    keyed: KeyedEngine
+    seen_events: ExpiringTable
+    seen_rekeyed: ExpiringTable
+
+
+def register_matcher(runtime: Runtime) -> Matching:
+    """Add the `match_events` agent and its de-duplication tables to the app."""
     choreography = runtime.choreography
     seen = seen_events_table(runtime.app, choreography.defaults.dedup_horizon,
                              runtime.settings.partitions)
-    runtime.seen_events = seen  # type: ignore[attr-defined]
-    runtime.seen_rekeyed = seen_events_table(  # type: ignore[attr-defined]
+    seen_rekeyed = seen_events_table(
         runtime.app, choreography.defaults.dedup_horizon, runtime.settings.partitions,
         name="seen-rekeyed")
-    engine = register_keyed(runtime)
-    runtime.keyed = engine  # type: ignore[attr-defined]
+    engine = register_keyed(runtime, seen_rekeyed)
     rates = RateMonitor(choreography.monitor)
 
     size, wait = runtime.settings.batch_size, runtime.settings.batch_wait
@@ -43,6 +52,7 @@ def register_matcher(runtime: Runtime) -> None:
             await process_batch(runtime, seen, records, engine, rates)
 
     runtime.app.agent(runtime.events_topic, name="match_events")(match_events)
+    return Matching(engine, seen, seen_rekeyed)
 
 
 async def process_batch(runtime: Runtime, seen: ExpiringTable, records: Sequence[faust.EventT],

@@ -417,7 +417,6 @@ def register_orchestrator(runtime: Runtime) -> Orchestrator | None:
     if not runtime.choreography.workflows:
         return None
     orchestrator = Orchestrator(runtime)
-    runtime.orchestrator = orchestrator  # type: ignore[attr-defined]
     app = runtime.app
 
     async def run_workflows(stream: faust.StreamT) -> None:

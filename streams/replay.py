@@ -175,11 +175,8 @@ class Replayer:
         self.engine = ReplayEngine(self.runtime, store=self.store)
         self.seen = ExpiringTable({}, horizon=defaults.dedup_horizon,  # type: ignore[arg-type]
                                   every=sweep_every(defaults.dedup_horizon))
-        runtime: Any = self.runtime
-        runtime.seen_events = self.seen
-        runtime.seen_rekeyed = ExpiringTable({}, horizon=defaults.dedup_horizon,  # type: ignore[arg-type]
-                                             every=sweep_every(defaults.dedup_horizon))
-        runtime.keyed = self.engine
+        self.seen_rekeyed = ExpiringTable({}, horizon=defaults.dedup_horizon,  # type: ignore[arg-type]
+                                          every=sweep_every(defaults.dedup_horizon))
         self.capability_topics = {t.get_topic_name() for t in
                                   self.runtime.capability_topics.values()}
         self.rekeyed_offsets: Counter = Counter()
@@ -208,7 +205,7 @@ class Replayer:
         await self._advance(record.timestamp_ms / 1000)
         message = _Message(record.topic, record.partition, record.offset, record.key,
                            list(record.headers), record.timestamp_ms / 1000)
-        await process_rekeyed_batch(self.runtime, self.engine,
+        await process_rekeyed_batch(self.runtime, self.engine, self.seen_rekeyed,
                                     [_Record(message, record.value)])
         await self._drain()
 
@@ -240,7 +237,7 @@ class Replayer:
                 offset = self.rekeyed_offsets[partition]
                 self.rekeyed_offsets[partition] += 1
                 message = _Message(sent.topic, partition, offset, sent.key, sent.headers)
-                await process_rekeyed_batch(self.runtime, self.engine,
+                await process_rekeyed_batch(self.runtime, self.engine, self.seen_rekeyed,
                                             [_Record(message, sent.value)])
             elif sent.topic == dead_letter:
                 reason = dict(sent.headers).get("choreo.dlq.reason", b"?").decode()

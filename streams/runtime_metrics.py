@@ -7,12 +7,13 @@ import asyncio
 import logging
 import time
 import tracemalloc
-from typing import Any
+from typing import Any, Protocol
 
 from choreo import rocksdb_memory
 from choreo.app import Runtime
 from choreo.config import Choreography
 from choreo.graph_svg import build_graph
+from choreo.matchers.base import KeyedMatcher
 from choreo.matchers.correlation import TRACKER_ID
 from choreo.metrics import (
     CONSUMER_LAG,
@@ -21,8 +22,19 @@ from choreo.metrics import (
     ROCKSDB_MEMORY,
     TABLE_ENTRIES,
 )
+from tables.pattern_state import PatternStateTable
 
 log = logging.getLogger(__name__)
+
+
+
+class KeyedEngineView(Protocol):
+    """What the table gauges read of the keyed engine (streams/keyed.py `KeyedEngine`, which
+    imports this module)."""
+
+    store: PatternStateTable
+    matchers: dict[str, KeyedMatcher]
+
 
 TABLE_COUNT_SECONDS = 5.0
 # Walking a table holds the GIL: a table that takes long to count is counted less often, so
@@ -76,14 +88,14 @@ def _count(table: Any) -> int:
     return sum(1 for _ in table.keys())
 
 
-async def count_tables(runtime: Runtime, not_before: dict[str, float] | None = None) -> None:
+async def count_tables(runtime: Runtime, engine: KeyedEngineView | None,
+                       not_before: dict[str, float] | None = None) -> None:
     """Set the table gauges. Counting walks the local stores, so it runs in a thread; the
     pattern-state table keeps its own counts and is not walked. `not_before` (table name to
     monotonic time) skips a table until its time comes, and is updated from each walk's cost."""
     not_before = {} if not_before is None else not_before
     for kind, held in rocksdb_memory.usage().items():
         ROCKSDB_MEMORY.labels(kind).set(held)
-    engine = getattr(runtime, "keyed", None)
     for name, table in list(runtime.app.tables.items()):
         if engine is not None and table is engine.store.table:
             live = engine.store.live
@@ -113,7 +125,7 @@ def declare_label_values(choreography: Choreography) -> None:
     LABEL_BOUNDS["workflow"].declare(w.name for w in choreography.workflows)
 
 
-def register_runtime_metrics(runtime: Runtime) -> None:
+def register_runtime_metrics(runtime: Runtime, engine: KeyedEngineView | None) -> None:
     """Count table entries every few seconds (the lag is read on each scrape); bound the
     metrics' label values by the choreography."""
     declare_label_values(runtime.choreography)
@@ -122,7 +134,7 @@ def register_runtime_metrics(runtime: Runtime) -> None:
 
     @runtime.app.timer(TABLE_COUNT_SECONDS, name="count_table_entries")
     async def count_table_entries() -> None:
-        await count_tables(runtime, not_before)
+        await count_tables(runtime, engine, not_before)
 
 
 def memory_sites(limit: int = 25) -> dict[str, Any]:

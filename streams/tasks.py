@@ -39,8 +39,6 @@ def register_tasks(runtime: Runtime) -> ExpiringTable:
     tasks_topic = raw_topic(app, topics.tasks_topic)
     table = task_progress_table(app, runtime.choreography.defaults.correlation_ttl,
                                 runtime.settings.partitions)
-    runtime.tasks = table  # type: ignore[attr-defined]
-    runtime.tasks_topic = tasks_topic  # type: ignore[attr-defined]
 
     async def forward_progress(event: Event, raw: bytes) -> None:
         if is_progress(event):

@@ -25,6 +25,7 @@ from choreo.kafka_io import tail_with
 from choreo.matchers.correlation import TRACKER_ID
 from choreo.metrics import ACTIONS_SENT, EVENTS_IN, WORKER_ACTIONS
 from choreo.static_check import emits, overlaps
+from streams.keyed import KeyedEngine
 from streams.views import answer_for_key
 from tables.pattern_state import partition_for
 
@@ -72,9 +73,8 @@ def graph_counts(runtime: Runtime) -> dict[str, float]:
     return counts
 
 
-def flow(runtime: Runtime, correlation_id: str) -> dict[str, Any]:
+def flow(runtime: Runtime, engine: KeyedEngine, correlation_id: str) -> dict[str, Any]:
     """A correlation's events and actions, and its keys' partial matches in flight."""
-    engine = runtime.keyed  # type: ignore[attr-defined]
     partition = partition_for(correlation_id, runtime.settings.partitions)
     slot = engine.store.load(TRACKER_ID, correlation_id)
     state = slot.state if slot else None
@@ -162,10 +162,13 @@ class DeadLetterReader:
                 log.debug("dead-letter reader: stopping the consumer failed", exc_info=True)
 
 
-def register_ui(runtime: Runtime) -> None:
+def register_ui(runtime: Runtime, engine: KeyedEngine | None
+                ) -> tuple[GraphPicture, DeadLetterReader]:
+    """`/ui/` and what it reads; returns the graph's picture and the dead-letter reader
+    (closed when the app stops). `engine` is None where this process runs no engine."""
     app = runtime.app
-    picture = runtime.graph_picture = GraphPicture(runtime)  # type: ignore[attr-defined]
-    reader = runtime.dead_letter_reader = DeadLetterReader(runtime)  # type: ignore[attr-defined]
+    picture = GraphPicture(runtime)
+    reader = DeadLetterReader(runtime)
 
     @app.on_before_shutdown.connect
     async def close_dead_letter_reader(sender: Any, **_kwargs: Any) -> None:
@@ -181,12 +184,14 @@ def register_ui(runtime: Runtime) -> None:
 
     @app.page("/ui/flow/{correlation_id}/")
     async def flow_view(web, request, correlation_id):  # noqa: ANN001
-        return await answer_for_key(runtime, correlation_id, web, request,
-                                    lambda: flow(runtime, correlation_id))
+        return await answer_for_key(runtime, engine, correlation_id, web, request,
+                                    lambda e: flow(runtime, e, correlation_id))
 
     @app.page("/ui/dead-letters/")
     async def dead_letters(web, request):  # noqa: ANN001
         return web.json(await reader.get())
+
+    return picture, reader
 
 
 def dead_letter_view(runtime: Runtime, record: Any) -> dict[str, Any]:

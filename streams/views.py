@@ -16,13 +16,13 @@ from choreo.app import Runtime
 from choreo.matchers.correlation import TRACKER_ID
 from choreo.metrics import REGISTRY
 from choreo.trail import Node, build_trail, render
+from streams.keyed import KeyedEngine
 from streams.runtime_metrics import update_lag
 from tables.pattern_state import partition_for
 
 
-def pattern_summaries(runtime: Runtime) -> list[dict[str, Any]]:
+def pattern_summaries(runtime: Runtime, engine: KeyedEngine | None) -> list[dict[str, Any]]:
     stats = runtime.stats
-    engine = getattr(runtime, "keyed", None)
     live = engine.store.live if engine is not None else {}
     return [
         {
@@ -39,9 +39,9 @@ def pattern_summaries(runtime: Runtime) -> list[dict[str, Any]]:
     ]
 
 
-def key_state(runtime: Runtime, pattern_id: str, key: str) -> dict[str, Any]:
+def key_state(runtime: Runtime, engine: KeyedEngine, pattern_id: str, key: str
+              ) -> dict[str, Any]:
     """The in-flight state of one key of a keyed pattern, as its matcher describes it."""
-    engine = runtime.keyed  # type: ignore[attr-defined]
     slot = engine.store.load(pattern_id, key)
     partition = partition_for(key, runtime.settings.partitions)
     clock = f"{'e' if engine.group_of(pattern_id) is None else 'r'}{partition}"
@@ -50,8 +50,8 @@ def key_state(runtime: Runtime, pattern_id: str, key: str) -> dict[str, Any]:
     return {**body, "key": key, "partition": partition}
 
 
-def correlation_summary(runtime: Runtime, correlation_id: str) -> dict[str, Any]:
-    engine = runtime.keyed  # type: ignore[attr-defined]
+def correlation_summary(runtime: Runtime, engine: KeyedEngine, correlation_id: str
+                        ) -> dict[str, Any]:
     slot = engine.store.load(TRACKER_ID, correlation_id)
     partition = partition_for(correlation_id, runtime.settings.partitions)
     body = engine.tracker.describe(slot.state if slot else None,
@@ -59,16 +59,15 @@ def correlation_summary(runtime: Runtime, correlation_id: str) -> dict[str, Any]
     return {**body, "correlation_id": correlation_id, "partition": partition}
 
 
-def correlation_events(runtime: Runtime, correlation_id: str) -> dict[str, Any]:
-    engine = runtime.keyed  # type: ignore[attr-defined]
+def correlation_events(engine: KeyedEngine, correlation_id: str) -> dict[str, Any]:
     slot = engine.store.load(TRACKER_ID, correlation_id)
     events = engine.tracker.events(slot.state if slot else None)
     return {"correlation_id": correlation_id, "found": bool(events), "events": events}
 
 
-def correlation_trail(runtime: Runtime, correlation_id: str, lifecycle: bool) -> dict[str, Any]:
+def correlation_trail(engine: KeyedEngine, correlation_id: str, lifecycle: bool
+                      ) -> dict[str, Any]:
     """The causal tree: events, the actions they fired, and the workers' results below them."""
-    engine = runtime.keyed  # type: ignore[attr-defined]
     slot = engine.store.load(TRACKER_ID, correlation_id)
     state = slot.state if slot else None
     records = [{"event_id": e["event_id"], "event_type": e["event_type"],
@@ -102,9 +101,11 @@ def correlation_trail(runtime: Runtime, correlation_id: str, lifecycle: bool) ->
             "lines": render(roots), "trail": [tree(root) for root in roots]}
 
 
-async def answer_for_key(runtime: Runtime, key: str, web, request, build):  # noqa: ANN001, ANN201
-    """Answer here if this worker owns the key's partition, else ask the worker that does."""
-    if getattr(runtime, "keyed", None) is None:
+async def answer_for_key(runtime: Runtime, engine: KeyedEngine | None, key: str,  # noqa: ANN201
+                         web, request, build):  # noqa: ANN001
+    """Answer here if this worker owns the key's partition, else ask the worker that does;
+    `build(engine)` makes the answer."""
+    if engine is None:
         return web.json({"error": "this process runs no engine (CHOREO_ENGINE=off)"},
                         status=404)
     try:
@@ -118,11 +119,10 @@ async def answer_for_key(runtime: Runtime, key: str, web, request, build):  # no
         # The owner died and the group has not given its partitions away yet.
         return web.json({"error": "the worker owning this key's partition does not answer"},
                         status=503)
-    engine = runtime.keyed  # type: ignore[attr-defined]
     if partition_for(key, runtime.settings.partitions) not in engine.active_partitions():
         return web.json({"error": "this key's partition is moving between workers"},
                         status=503)
-    body = build()
+    body = build(engine)
     return web.json(body, status=200 if body.get("found", True) else 404)
 
 
@@ -175,7 +175,9 @@ def readiness(runtime: Runtime) -> dict[str, Any]:
     }
 
 
-def register_views(runtime: Runtime) -> None:
+def register_views(runtime: Runtime, engine: KeyedEngine | None) -> None:
+    """Health, patterns, keyed state, correlations, digest and metrics; `engine` is None
+    where this process runs no engine (CHOREO_ENGINE=off)."""
     app = runtime.app
 
     @app.page("/health/")
@@ -185,36 +187,35 @@ def register_views(runtime: Runtime) -> None:
 
     @app.page("/patterns/")
     async def patterns(web, request):  # noqa: ANN001 - Faust view signature
-        return web.json({"patterns": pattern_summaries(runtime)})
+        return web.json({"patterns": pattern_summaries(runtime, engine)})
 
     @app.page("/patterns/{pattern_id}/state/{key}/")
     async def pattern_state(web, request, pattern_id, key):  # noqa: ANN001
-        engine = getattr(runtime, "keyed", None)
         if engine is not None and pattern_id not in engine.matchers:
             kind = next((p.kind for p in runtime.choreography.patterns if p.id == pattern_id),
                         None)
             reason = (f"pattern {pattern_id!r} is of kind event and keeps no state" if kind
                       else f"no pattern {pattern_id!r}")
             return web.json({"error": reason}, status=404)
-        return await answer_for_key(runtime, key, web, request,
-                                    lambda: key_state(runtime, pattern_id, key))
+        return await answer_for_key(runtime, engine, key, web, request,
+                                    lambda e: key_state(runtime, e, pattern_id, key))
 
     @app.page("/correlations/{correlation_id}/")
     async def correlation(web, request, correlation_id):  # noqa: ANN001
-        return await answer_for_key(runtime, correlation_id, web, request,
-                                    lambda: correlation_summary(runtime, correlation_id))
+        return await answer_for_key(runtime, engine, correlation_id, web, request,
+                                    lambda e: correlation_summary(runtime, e, correlation_id))
 
     @app.page("/correlations/{correlation_id}/events/")
     async def correlation_event_list(web, request, correlation_id):  # noqa: ANN001
-        return await answer_for_key(runtime, correlation_id, web, request,
-                                    lambda: correlation_events(runtime, correlation_id))
+        return await answer_for_key(runtime, engine, correlation_id, web, request,
+                                    lambda e: correlation_events(e, correlation_id))
 
     @app.page("/correlations/{correlation_id}/trail/")
     async def correlation_causal_trail(web, request, correlation_id):  # noqa: ANN001
         lifecycle = request.query.get("lifecycle") in ("1", "true", "yes")
         return await answer_for_key(
-            runtime, correlation_id, web, request,
-            lambda: correlation_trail(runtime, correlation_id, lifecycle))
+            runtime, engine, correlation_id, web, request,
+            lambda e: correlation_trail(e, correlation_id, lifecycle))
 
     @app.page("/state/digest/")
     async def digest(web, request):  # noqa: ANN001 - Faust view signature

@@ -10,15 +10,16 @@ from faust.web.exceptions import ServiceUnavailable
 
 from choreo.app import Runtime
 from choreo.masking import Masker
+from streams.orchestrate import Orchestrator
 from tables.pattern_state import partition_for
 
 
-def register_workflow_views(runtime: Runtime) -> None:
+def register_workflow_views(runtime: Runtime, orchestrator: Orchestrator | None) -> None:
+    """`/workflows/`; `orchestrator` is None where this process runs none."""
     app = runtime.app
 
     @app.page("/workflows/")
     async def workflows(web, request):  # noqa: ANN001 - Faust view signature
-        orchestrator = getattr(runtime, "orchestrator", None)
         body = {"workflows": [w.describe() for w in runtime.choreography.workflows]}
         if orchestrator is not None:
             body["instances"] = orchestrator.store.summaries()
@@ -28,7 +29,6 @@ def register_workflow_views(runtime: Runtime) -> None:
 
     @app.page("/workflows/{instance_id}/")
     async def instance(web, request, instance_id):  # noqa: ANN001
-        orchestrator = getattr(runtime, "orchestrator", None)
         if orchestrator is None:
             return web.json({"error": "this process runs no orchestrator (no workflows, or "
                                       "CHOREO_ENGINE=off)"}, status=404)

@@ -7,8 +7,8 @@ from choreo.matchers.base import (
     event_from_snapshot,
     event_to_snapshot,
     key_for,
-    matcher_for,
 )
+from choreo.matchers.kinds import matcher_for
 from choreo.matchers.watermark import Watermark
 
 __all__ = [

@@ -309,22 +309,3 @@ def _packed(st: dict) -> dict | None:
 
 def _iso(ts: float) -> str | None:
     return iso_from_ts(ts) if math.isfinite(ts) else None
-
-
-def matcher_for(pattern: Pattern, stats: PatternStats) -> KeyedMatcher:
-    """The matcher for a threshold, temporal, sequence or absence pattern."""
-    from choreo.matchers.absence import AbsenceMatcher
-    from choreo.matchers.sequence import SequenceMatcher
-    from choreo.matchers.temporal import TemporalMatcher
-    from choreo.matchers.threshold import ThresholdMatcher
-
-    kinds: dict[str, type[KeyedMatcher]] = {
-        "threshold": ThresholdMatcher,
-        "temporal": TemporalMatcher,
-        "sequence": SequenceMatcher,
-        "absence": AbsenceMatcher,
-    }
-    cls = kinds.get(pattern.kind)
-    if cls is None:
-        raise TypeError(f"pattern {pattern.id!r} of kind {pattern.kind!r} keeps no state")
-    return cls(pattern, stats)

@@ -18,6 +18,8 @@ TRACKER_ID = "~correlation"  # the pseudo pattern id its table keys carry
 MAX_SOURCES = 64
 MAX_ACTIONS = 256
 
+NOTE_HEADER = "choreo.note"  # "actions": the value lists actions to record on a correlation
+
 
 def action_note(action: Action) -> dict:
     """An action as a correlation summary keeps it."""

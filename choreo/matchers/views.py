@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from choreo.matchers.base import matcher_for
+from choreo.matchers.kinds import matcher_for
 from choreo.matching import PatternStats
 from choreo.patterns import Pattern
 

@@ -22,9 +22,8 @@ from typing import Any
 
 import orjson
 
-from choreo.actions import ENGINE_SOURCE
 from choreo.conditions import ConditionRuntimeError
-from choreo.envelope import Event, iso_from_ts, new_event
+from choreo.envelope import ENGINE_SOURCE, Event, iso_from_ts, new_event
 from choreo.workflows.definitions import MAX_DEPTH, Call, Step, Workflow
 from choreo.workflows.params import resolve
 

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from choreo.app import Runtime, create_app, wire
+from choreo.app import Runtime, create_app
 from choreo.config import load_choreography
 from choreo.settings import BUNDLED_CONFIG, Settings
+from topology import Components, wire
 
 
 @dataclass
@@ -47,13 +48,18 @@ def record_sends(runtime: Runtime) -> Sent:
 
 
 @pytest.fixture
-def runtime(tmp_path) -> Runtime:
+def components(tmp_path) -> Components:
     # test_context() never connects; the broker address is only a placeholder.
     settings = Settings(broker="kafka://127.0.0.1:1", store="memory://", data_dir=tmp_path)
-    rt = wire(create_app(settings, load_choreography(BUNDLED_CONFIG)))
-    rt.app.finalize()
-    rt.app.conf.store = "memory://"
-    return rt
+    parts = wire(create_app(settings, load_choreography(BUNDLED_CONFIG)))
+    parts.app.finalize()
+    parts.app.conf.store = "memory://"
+    return parts
+
+
+@pytest.fixture
+def runtime(components: Components) -> Runtime:
+    return components.runtime
 
 
 @pytest.fixture

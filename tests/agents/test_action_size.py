@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from choreo.actions import Action, RecordRefused, build_action, encode_record, record_size
-from choreo.app import create_app, wire
+from choreo.app import create_app
 from choreo.config import load_choreography
 from choreo.dead_letter import read_dead_letter_headers
 from choreo.envelope import new_event
@@ -16,6 +16,7 @@ from choreo.samples import order
 from choreo.settings import BUNDLED_CONFIG, Settings
 from tests.agents.conftest import record_sends
 from tests.agents.test_match_events import agent
+from topology import wire
 
 pytestmark = pytest.mark.asyncio
 
@@ -43,15 +44,16 @@ def sized_order(order_id: str, size: int, value: float = 2500.0) -> bytes:
 def engine(request, tmp_path):  # noqa: ANN001, ANN201
     settings = Settings(broker="kafka://127.0.0.1:1", store="memory://", data_dir=tmp_path,
                         batch_size=request.param)
-    rt = wire(create_app(settings, load_choreography(BUNDLED_CONFIG)))
-    rt.app.finalize()
-    rt.app.conf.store = "memory://"
-    return rt, record_sends(rt)
+    parts = wire(create_app(settings, load_choreography(BUNDLED_CONFIG)))
+    parts.app.finalize()
+    parts.app.conf.store = "memory://"
+    return parts, record_sends(parts.runtime)
 
 
 async def test_an_event_whose_actions_would_not_fit_is_dead_lettered_and_its_neighbours_act(
         engine):
-    runtime, sent = engine
+    parts, sent = engine
+    runtime = parts.runtime
     limit = runtime.choreography.defaults.max_event_bytes
     assert runtime.app.conf.producer_max_request_size > limit, "room for the dead letter"
     big = sized_order("ord-big", limit - 200)  # accepted: under max_event_bytes
@@ -80,7 +82,8 @@ async def test_an_event_whose_actions_would_not_fit_is_dead_lettered_and_its_nei
 async def test_an_event_nested_too_deep_to_copy_into_an_action_is_dead_lettered(engine):
     """Refused at parse (`max_event_depth`), before an action could copy it past the 254
     levels orjson writes; `action_unencodable` stays the guard behind that."""
-    runtime, sent = engine
+    parts, sent = engine
+    runtime = parts.runtime
     envelope = order("ord-deep", [("SKU-BOOK", 1)], 10.0, note="N")
     raw = orjson.dumps(envelope).replace(b'"note":"N"', b'"note":' + b"[" * 300 + b"]" * 300)
     async with agent(runtime, "match_events").test_context() as ag:
@@ -97,8 +100,8 @@ async def test_an_event_nested_too_deep_to_copy_into_an_action_is_dead_lettered(
 
 async def test_a_deadline_action_that_would_not_fit_goes_to_the_dead_letter_topic_without_data(
         engine):
-    runtime, sent = engine
-    keyed = runtime.keyed
+    parts, sent = engine
+    keyed = parts.keyed
     trigger = new_event("order_received", {"blob": "x" * 2_000_000}, source="t",
                         correlation_id="ord-t")
     action = build_action(pattern_id="p", action="check_inventory",
@@ -157,7 +160,8 @@ async def test_a_record_the_producer_refuses_as_too_large_is_dead_lettered_not_a
         except KafkaConnectionError as exc:
             raise ProducerSendError(f"Error while sending: {exc!r}") from exc
 
-    runtime, sent = engine
+    parts, sent = engine
+    runtime = parts.runtime
     topic = runtime.capability_topic("inventory_management")
     fake = SimpleNamespace(app=SimpleNamespace(producer=SimpleNamespace(send=refusing)))
     with pytest.raises(RecordRefused) as refused:

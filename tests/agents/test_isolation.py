@@ -16,7 +16,7 @@ import pytest
 
 import streams.keyed
 import streams.match_events
-from choreo.app import create_app, wire
+from choreo.app import create_app
 from choreo.config import parse_choreography
 from choreo.dead_letter import read_dead_letter_headers
 from choreo.envelope import iso_from_ts, new_event
@@ -26,6 +26,7 @@ from choreo.settings import BUNDLED_CONFIG, Settings
 from streams.keyed import GROUP_HEADER, NOTE_HEADER, ORIGIN_HEADER
 from tables.pattern_state import partition_for
 from tests.agents.conftest import record_sends
+from topology import wire
 
 pytestmark = pytest.mark.asyncio
 INVENTORY = "capability.inventory_management"
@@ -135,11 +136,11 @@ async def test_a_failure_in_the_middle_of_a_batch_dead_letters_only_that_record(
 
 
 async def test_a_record_failing_half_way_leaves_no_state_and_the_others_keep_theirs(
-        runtime, sent, batches, monkeypatch):
+        runtime, components, sent, batches, monkeypatch):
     """The correlation summary (written in the batch) of the failed record is undone."""
     values = [an_order(n) for n in range(6)]
     bad_id = orjson.loads(values[3])["event_id"]
-    engine = runtime.keyed
+    engine = components.keyed
     report_late = engine.report_late
 
     async def failing(result, raw, key, origin):  # noqa: ANN001, ANN202
@@ -176,12 +177,12 @@ async def test_over_long_ids_are_dead_lettered_as_too_long(runtime, sent):
     assert "metadata.correlation_id" in info["detail"]
 
 
-async def test_a_far_future_event_is_refused_and_moves_no_clock(runtime, sent):
+async def test_a_far_future_event_is_refused_and_moves_no_clock(runtime, components, sent):
     future = order("iso-future", [("SKU-BOOK", 1)], 10.0)
     future["timestamp"] = "2100-01-01T00:00:00Z"
     raw = orjson.dumps(future)
     partition = partition_for("iso-future", runtime.settings.partitions)
-    engine = runtime.keyed
+    engine = components.keyed
     async with agent(runtime, "match_events").test_context() as ag:
         await ag.put(value=an_order(1), key=b"k", partition=partition)
         assert await settled(lambda: len(ordered(sent)) == 1)
@@ -189,7 +190,7 @@ async def test_a_far_future_event_is_refused_and_moves_no_clock(runtime, sent):
         await ag.put(value=raw, key=b"k", partition=partition)
         assert await settled(lambda: bool(dead(sent)))
         assert engine.store.watermark(f"e{partition}") == before < time.time() + 60
-        assert runtime.seen_events._high_water[partition] < time.time() + 60
+        assert components.seen_events._high_water[partition] < time.time() + 60
         await ag.put(value=an_order(2), key=b"k", partition=partition)
         assert await settled(lambda: len(ordered(sent)) == 2)
     [(_key, value, info, _headers)] = dead(sent)
@@ -207,8 +208,8 @@ def rekeyed_event(corr: str, at: float | None = None) -> bytes:
 
 
 async def test_a_poison_record_on_the_rekeyed_topic_is_dead_lettered_alone(
-        runtime, sent, batches):
-    engine = runtime.keyed
+        runtime, components, sent, batches):
+    engine = components.keyed
     origin = (ORIGIN_HEADER, b"events:2:41")
     far = rekeyed_event("rk-3", at=4_102_444_800.0)  # 2100-01-01
     records = [
@@ -245,10 +246,10 @@ def wide(tmp_path):  # noqa: ANN001, ANN201
     """A runtime with workflows, the agent registry and task progress."""
     settings = Settings(broker="kafka://127.0.0.1:1", store="memory://", data_dir=tmp_path)
     text = WORKFLOWS.read_text() + '\n[agents]\nheartbeat_interval = "1s"\n'
-    rt = wire(create_app(settings, parse_choreography(text)))
-    rt.app.finalize()
-    rt.app.conf.store = "memory://"
-    return rt, record_sends(rt)
+    parts = wire(create_app(settings, parse_choreography(text)))
+    parts.app.finalize()
+    parts.app.conf.store = "memory://"
+    return parts, record_sends(parts.runtime)
 
 
 def start(instance_id: str, applicant: object = "a-1") -> bytes:
@@ -263,8 +264,9 @@ def credit_checks(sent) -> list[str]:  # noqa: ANN001
 
 
 async def test_the_orchestrator_goes_on_after_a_record_that_breaks_it(wide, monkeypatch):
-    runtime, sent = wide
-    orchestrator = runtime.orchestrator
+    parts, sent = wide
+    runtime = parts.runtime
+    orchestrator = parts.orchestrator
     real = orchestrator.machine.start
 
     def failing(request, now):  # noqa: ANN001, ANN202
@@ -289,8 +291,9 @@ async def test_the_orchestrator_goes_on_after_a_record_that_breaks_it(wide, monk
 
 
 async def test_the_registry_dead_letters_a_record_it_cannot_fold_and_goes_on(wide):
-    runtime, sent = wide
-    view = runtime.registry
+    parts, sent = wide
+    runtime = parts.runtime
+    view = parts.registry.view
     beat = {"kind": "heartbeat", "agent_id": "agent-1", "seq": 1, "incarnation": "i1",
             "capabilities": ["credit_bureau"], "interval": 1.0}
     poison = orjson.dumps({**beat, "agent_id": "agent-2", "inboxes": ["not", "a", "map"]})
@@ -312,8 +315,9 @@ async def test_the_registry_dead_letters_a_record_it_cannot_fold_and_goes_on(wid
 
 
 async def test_task_progress_refuses_what_it_cannot_take_and_goes_on(wide):
-    runtime, sent = wide
-    table = runtime.tasks
+    parts, sent = wide
+    runtime = parts.runtime
+    table = parts.tasks
 
     def progress(task_id: str, at: float | None = None) -> bytes:
         return new_event("task.progress", {"task_id": task_id, "state": "working"},
@@ -348,7 +352,8 @@ mask = ["payload.payment.card_number"]
 def secured(tmp_path):  # noqa: ANN001, ANN201
     settings = Settings(broker="kafka://127.0.0.1:1", store="memory://", data_dir=tmp_path,
                         signing_keys="k1=k1-secret-0123456789abcdef012345", signing_key_id="k1")
-    rt = wire(create_app(settings, parse_choreography(BUNDLED_CONFIG.read_text() + SECURITY)))
+    choreography = parse_choreography(BUNDLED_CONFIG.read_text() + SECURITY)
+    rt = wire(create_app(settings, choreography)).runtime
     rt.app.finalize()
     rt.app.conf.store = "memory://"
     return rt, record_sends(rt)

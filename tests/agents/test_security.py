@@ -8,7 +8,7 @@ import time
 import orjson
 import pytest
 
-from choreo.app import create_app, wire
+from choreo.app import create_app
 from choreo.config import parse_choreography
 from choreo.dead_letter import read_dead_letter_headers
 from choreo.envelope import event_from_mapping
@@ -16,6 +16,7 @@ from choreo.samples import order
 from choreo.settings import BUNDLED_CONFIG, Settings
 from choreo.signing import Key, Keyring, sign, verify
 from tests.agents.conftest import record_sends
+from topology import wire
 
 pytestmark = pytest.mark.asyncio
 
@@ -40,7 +41,7 @@ def runtime(tmp_path):  # noqa: ANN201
     settings = Settings(broker="kafka://127.0.0.1:1", store="memory://", data_dir=tmp_path,
                         signing_keys=f"k1={K1} k2={K2}", signing_key_id="k1")
     choreography = parse_choreography(BUNDLED_CONFIG.read_text() + SECURITY)
-    rt = wire(create_app(settings, choreography))
+    rt = wire(create_app(settings, choreography)).runtime
     rt.app.finalize()
     rt.app.conf.store = "memory://"
     return rt

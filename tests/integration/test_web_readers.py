@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from choreo.app import create_app, wire
+from choreo.app import create_app
 from choreo.config import parse_choreography
 from choreo.dead_letter import Origin, dead_letter_headers
 from choreo.envelope import new_event
@@ -21,6 +21,7 @@ from choreo.settings import BUNDLED_CONFIG, Settings
 from choreo.topics import ensure_topics
 from tests.broker import Broker
 from tests.integration.conftest import wait_until
+from topology import wire
 
 
 def test_concurrent_dead_letter_requests_share_one_consumer(broker: Broker, tmp_path: Path,
@@ -36,9 +37,9 @@ def test_concurrent_dead_letter_requests_share_one_consumer(broker: Broker, tmp_
                                                             "ingest"))
         for i in range(3)]))
     settings = Settings(broker=broker.url, store="memory://", data_dir=tmp_path)
-    runtime = wire(create_app(settings, choreography))
-    runtime.app.finalize()
-    view = runtime.app.web.views["/ui/dead-letters/"]
+    components = wire(create_app(settings, choreography))
+    components.app.finalize()
+    view = components.app.web.views["/ui/dead-letters/"]
 
     started: list[AIOKafkaConsumer] = []
     real_start = AIOKafkaConsumer.start
@@ -54,9 +55,7 @@ def test_concurrent_dead_letter_requests_share_one_consumer(broker: Broker, tmp_
             responses = await asyncio.gather(*(view.get(None) for _ in range(10)))
             return [orjson.loads(r.body) for r in responses]
         finally:
-            reader = getattr(runtime, "dead_letter_reader", None)
-            if reader is not None:
-                await reader.close()
+            await components.dead_letter_reader.close()
 
     bodies = asyncio.run(requests())
     assert len(started) == 1, f"{len(started)} consumers for 10 concurrent requests"

@@ -128,8 +128,9 @@ def test_objects_made_at_start_are_left_out_of_full_collections() -> None:
 
 
 def test_the_worker_takes_its_release_threshold_from_the_settings(monkeypatch) -> None:  # noqa: ANN001
-    from choreo.app import create_app, wire
+    from choreo.app import create_app
     from choreo.settings import Settings
+    from topology import wire
 
     monkeypatch.setattr(memory.FREED, "threshold", memory.FREED.threshold)  # restored after
     settings = Settings.from_env({"CHOREO_STORE": "memory://", "CHOREO_RELEASE_AFTER": "2000"})

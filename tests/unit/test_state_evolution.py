@@ -11,7 +11,7 @@ import pytest
 
 from choreo.config import parse_choreography
 from choreo.envelope import iso_from_ts, new_event
-from choreo.matchers.base import matcher_for
+from choreo.matchers import matcher_for
 from choreo.matching import PatternStats
 from choreo.metrics import STATE_DROPPED
 from choreo.state_evolution import StatePlan
