@@ -132,6 +132,12 @@ class Runtime:
         return [topics.events_topic,
                 *(topics.capability_topic(c) for c in self.choreography.capabilities)]
 
+    def dead_letter_topic_names(self) -> list[str]:
+        """The dead-letter topics: events' and every capability's."""
+        topics = self.choreography.topics
+        return [topics.dead_letter_topic,
+                *(topics.capability_dead_letter_topic(c) for c in self.choreography.capabilities)]
+
     def topic_names(self) -> list[str]:
         """Every topic the engine and its workers read or write."""
         topics = self.choreography.topics
@@ -242,6 +248,14 @@ class ChoreoApp(faust.App):
             partitions = runtime.settings.partitions
             client = runtime.settings.kafka_options()
             names = runtime.topic_names()
+            # A record as large as the broker accepts must still be dead-lettered with its
+            # headers: the dead-letter topics take records as large as the producer sends
+            # (`producer_request_size`), or such a record would stop its partition for good.
+            dead = runtime.dead_letter_topic_names()
+            await ensure_topics(bootstrap, dead, partitions, client=client, config={
+                "max.message.bytes": str(producer_request_size(
+                    runtime.choreography.defaults.max_event_bytes))})
+            names = [n for n in names if n not in dead]
             if runtime.guard.require:
                 # The broker stamps these records' timestamps, against which a signature's
                 # age is judged, so a producer cannot make a replayed record look fresh.

@@ -28,12 +28,12 @@ def ids_on(partition: int, partitions: int, n: int) -> list[str]:
     return [i for i in ids if partition_for(i, partitions) == partition][:n]
 
 
-def stored(runtime, pattern_id: str, key: str) -> bytes | None:  # noqa: ANN001
-    raw = runtime.keyed.store.table.data.get(f"{pattern_id}\x1f{key}".encode())
+def stored(components, pattern_id: str, key: str) -> bytes | None:  # noqa: ANN001
+    raw = components.keyed.store.table.data.get(f"{pattern_id}\x1f{key}".encode())
     return None if raw is None else bytes(raw)
 
 
-async def test_a_1mb_order_keeps_a_trimmed_snapshot_and_every_order_acts(runtime, sent):
+async def test_a_1mb_order_keeps_a_trimmed_snapshot_and_every_order_acts(runtime, components, sent):
     p = partition_for("big-1", runtime.settings.partitions)
     values = [orjson.dumps(order(f"ok-{n}", [("SKU-BOOK", 1)], 10.0)) for n in range(3)]
     values.insert(1, big_order("big-1", 1_000_000))
@@ -43,7 +43,7 @@ async def test_a_1mb_order_keeps_a_trimmed_snapshot_and_every_order_acts(runtime
         assert await settled(lambda: len(ordered(sent)) == 4)
     assert ordered(sent) == ["big-1", "ok-0", "ok-1", "ok-2"]  # its own action too
     assert not dead(sent)
-    raw = stored(runtime, SEQUENCE, "big-1")
+    raw = stored(components, SEQUENCE, "big-1")
     assert raw is not None and len(raw) < SNAPSHOT_PAYLOAD_BYTES + 16 * 1024
     [held] = orjson.loads(raw)["s"]["buf"]
     payload = held["e"]["payload"]
@@ -54,10 +54,10 @@ async def test_a_1mb_order_keeps_a_trimmed_snapshot_and_every_order_acts(runtime
 
 
 async def test_a_state_over_the_record_limit_refuses_the_record_and_keeps_the_old_state(
-        runtime, sent, monkeypatch):
+        runtime, components, sent, monkeypatch):
     """A 40 KB order fits its snapshot budget; with a changelog limit of 30 KB its state
     would not: the order is dead-lettered, its neighbours act, the key holds nothing."""
-    monkeypatch.setattr(runtime.keyed.store, "limit", 30_000)
+    monkeypatch.setattr(components.keyed.store, "limit", 30_000)
     p = partition_for("big-2", runtime.settings.partitions)
     big = big_order("big-2", 40_000)
     ok = ids_on(p, runtime.settings.partitions, 4)
@@ -74,16 +74,16 @@ async def test_a_state_over_the_record_limit_refuses_the_record_and_keeps_the_ol
     assert info["reason"] == "state_too_large" and info["stage"] == "ingest"
     assert "'big-2'" in info["detail"] and "over the limit of 30000" in info["detail"]
     assert ("trace", b"t") in headers
-    assert stored(runtime, SEQUENCE, "big-2") is None
-    assert all(stored(runtime, SEQUENCE, i) is not None for i in ok)
+    assert stored(components, SEQUENCE, "big-2") is None
+    assert all(stored(components, SEQUENCE, i) is not None for i in ok)
     assert INVENTORY in sent.records
 
 
 async def test_notes_that_would_make_a_summary_too_large_are_dead_lettered_alone(
-        runtime, sent, monkeypatch):
+        runtime, components, sent, monkeypatch):
     """Actions noted on a correlation summary from elsewhere (the rekeyed topic, in a
     batch): the note that does not fit is refused; the batch's other notes are written."""
-    monkeypatch.setattr(runtime.keyed.store, "limit", 3_000)
+    monkeypatch.setattr(components.keyed.store, "limit", 3_000)
 
     def notes(n: int) -> bytes:
         return orjson.dumps([{"action": "a", "action_id": f"id-{i}", "pattern_id": "p",
@@ -96,8 +96,8 @@ async def test_notes_that_would_make_a_summary_too_large_are_dead_lettered_alone
             await ag.put(value=value, key=key, headers=[(NOTE_HEADER, b"actions")],
                          wait=False)
         assert await settled(lambda: bool(dead(sent))
-                             and runtime.keyed.store.load(TRACKER_ID, "c-3") is not None)
-    store = runtime.keyed.store
+                             and components.keyed.store.load(TRACKER_ID, "c-3") is not None)
+    store = components.keyed.store
     assert store.load(TRACKER_ID, "c-1") is not None
     assert store.load(TRACKER_ID, "c-2") is None
     [(key, value, info, _headers)] = dead(sent)

@@ -33,15 +33,15 @@ def reminded(sent) -> list[str]:  # noqa: ANN001
                   if orjson.loads(v)["payload"]["action"] == "send_checkout_reminder")
 
 
-def stored(runtime, key: str) -> bytes | None:  # noqa: ANN001
-    raw = runtime.keyed.store.table.data.get(f"{ABSENCE}\x1f{key}".encode())
+def stored(components, key: str) -> bytes | None:  # noqa: ANN001
+    raw = components.keyed.store.table.data.get(f"{ABSENCE}\x1f{key}".encode())
     return None if raw is None else bytes(raw)
 
 
 @pytest.fixture
-def timer(runtime, monkeypatch):  # noqa: ANN001, ANN201
+def timer(components, monkeypatch):  # noqa: ANN001, ANN201
     """The engine's tick, as if this worker owned partition 0 and was ready."""
-    engine = runtime.keyed
+    engine = components.keyed
     monkeypatch.setattr(engine, "ready", lambda: True)
     monkeypatch.setattr(engine, "active_partitions", lambda: {0})
 
@@ -53,7 +53,7 @@ def timer(runtime, monkeypatch):  # noqa: ANN001, ANN201
 
 
 async def test_one_entry_whose_deadline_raises_is_dead_lettered_and_the_others_fire(
-        runtime, sent, timer, monkeypatch):
+        runtime, components, sent, timer, monkeypatch):
     carts = keys_on(0, runtime.settings.partitions, 3)
     bad = carts[1]
     hour_ago = time.time() - 3600  # their 30-minute windows have passed
@@ -72,13 +72,13 @@ async def test_one_entry_whose_deadline_raises_is_dead_lettered_and_the_others_f
             await ag.put(value=checkout(cart, hour_ago), key=cart.encode(), partition=0)
         # A later event on the partition moves its watermark past the windows.
         await ag.put(value=checkout("later", time.time()), key=b"later", partition=0)
-        assert await settled(lambda: all(stored(runtime, c) for c in carts))
-        before = stored(runtime, bad)
+        assert await settled(lambda: all(stored(components, c) for c in carts))
+        before = stored(components, bad)
         await timer.tick()
         await timer.tick()  # the next tick does not meet the entry again
     assert reminded(sent) == sorted(c for c in carts if c != bad)
-    assert stored(runtime, bad) is None  # dropped
-    assert all(stored(runtime, c) is None for c in carts)  # the others fired and ended
+    assert stored(components, bad) is None  # dropped
+    assert all(stored(components, c) is None for c in carts)  # the others fired and ended
     [(key, value, info, _headers)] = dead(sent)
     assert key == bad.encode() and value == before  # the stored state, as stored
     assert orjson.loads(value)["s"]["key"] == bad
@@ -89,21 +89,21 @@ async def test_one_entry_whose_deadline_raises_is_dead_lettered_and_the_others_f
 
 
 async def test_an_unreadable_stored_entry_is_dropped_at_the_rebuild_and_the_others_fire(
-        runtime, sent, timer):
+        runtime, components, sent, timer):
     carts = keys_on(0, runtime.settings.partitions, 3)
     hour_ago = time.time() - 3600
     async with agent(runtime, "match_events").test_context() as ag:
         for cart in carts:
             await ag.put(value=checkout(cart, hour_ago), key=cart.encode(), partition=0)
         await ag.put(value=checkout("later", time.time()), key=b"later", partition=0)
-        assert await settled(lambda: all(stored(runtime, c) for c in carts))
+        assert await settled(lambda: all(stored(components, c) for c in carts))
         corrupt = b"{not json"
-        table = runtime.keyed.store.table
+        table = components.keyed.store.table
         table.data[f"{ABSENCE}\x1f{carts[0]}".encode()] = corrupt
         timer.store.stale = True  # as after a restart: the deadlines are read from the table
         await timer.tick()
     assert reminded(sent) == sorted(carts[1:])
-    assert stored(runtime, carts[0]) is None
+    assert stored(components, carts[0]) is None
     [(key, value, info, _headers)] = dead(sent)
     assert (key, value) == (carts[0].encode(), corrupt)
     assert info["reason"] == "timer_error" and info["exception"] == "JSONDecodeError"

@@ -39,8 +39,9 @@ def tick(instance_id: str, now: float) -> bytes:
 
 async def test_a_step_action_over_the_record_limit_fails_the_step_and_others_go_on(
         wide, monkeypatch):  # noqa: F811
-    runtime, sent = wide
-    orchestrator = runtime.orchestrator
+    parts, sent = wide
+    runtime = parts.runtime
+    orchestrator = parts.orchestrator
     monkeypatch.setattr(orchestrator, "record_limit", lambda: 3_000)
     big = start("wf-big", applicant="a" * 4_000)  # the credit check carries the applicant
     put = put_on_home(runtime)
@@ -58,8 +59,9 @@ async def test_a_step_action_over_the_record_limit_fails_the_step_and_others_go_
 
 async def test_a_tick_that_raises_parks_its_instance_and_the_others_deadlines_run(
         wide, monkeypatch):  # noqa: F811
-    runtime, sent = wide
-    orchestrator = runtime.orchestrator
+    parts, sent = wide
+    runtime = parts.runtime
+    orchestrator = parts.orchestrator
     machine = orchestrator.machine
     on_deadline = machine.on_deadline
 
@@ -100,8 +102,9 @@ async def test_a_tick_that_raises_parks_its_instance_and_the_others_deadlines_ru
 
 async def test_an_instance_the_rebuild_cannot_read_is_parked_and_the_timer_goes_on(
         wide, monkeypatch):  # noqa: F811
-    runtime, sent = wide
-    orchestrator = runtime.orchestrator
+    parts, sent = wide
+    runtime = parts.runtime
+    orchestrator = parts.orchestrator
     put = put_on_home(runtime)
     async with agent(runtime, "run_workflows").test_context() as ag:
         await put(ag, "wf-ok", start("wf-ok"))
@@ -121,8 +124,9 @@ async def test_an_instance_the_rebuild_cannot_read_is_parked_and_the_timer_goes_
 
 async def test_an_event_that_would_make_an_instance_state_too_large_is_dead_lettered(
         wide, monkeypatch):  # noqa: F811
-    runtime, sent = wide
-    orchestrator = runtime.orchestrator
+    parts, sent = wide
+    runtime = parts.runtime
+    orchestrator = parts.orchestrator
     monkeypatch.setattr(orchestrator.store, "limit", 5_000)
     huge = start("wf-huge", applicant="a" * 6_000)
     put = put_on_home(runtime)

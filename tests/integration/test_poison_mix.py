@@ -117,10 +117,12 @@ def build_mix(count: int, run: str, seed: int) -> tuple[list[dict], list[dict], 
     for i in range(max(2, hostile_n // 20)):
         for make in fixed:
             hostile.append(make(i))
-    # One event under the size limit whose action would not fit in a produce request.
-    blob = "x" * (MAX_EVENT_BYTES - 20_000)
+    # One event just under the size limit: the action copying its payload would not fit in
+    # a record, and dead-lettering it needs a record larger than Kafka's default 1 MiB.
+    envelope = flow_event("flow.big", f"{run}-big", t0, blob="")
+    blob = "x" * (MAX_EVENT_BYTES - 200 - len(orjson.dumps(envelope)))
     big = orjson.dumps(flow_event("flow.big", f"{run}-big", t0, blob=blob))
-    assert len(big) < MAX_EVENT_BYTES
+    assert MAX_EVENT_BYTES - 300 < len(big) < MAX_EVENT_BYTES
     hostile.append(Hostile("events", f"{run}-big".encode(), big, "action_too_large", "big"))
     fuzz_needed = hostile_n - len(hostile)
     for key, value, _reason, kind in malformed(fuzz_needed * 2, seed=seed, run=run):
@@ -227,8 +229,13 @@ def run_mix(make_worker, tmp_path: Path, count: int, seed: int) -> dict:  # noqa
         return found
 
     by_key = {h.key: h for h in hostile if h.kind != "wrong_return"}
-    wait_until(lambda: by_key.keys() <= dead().keys(), timeout=120, every=3)
+    try:
+        wait_until(lambda: by_key.keys() <= dead().keys(), timeout=120, every=3)
+    except AssertionError:
+        pass  # said below, with what is missing
     letters = dead()
+    missing = Counter(h.kind for key, h in by_key.items() if key not in letters)
+    assert not missing, f"hostile records never dead-lettered, by kind: {dict(missing)}"
     reasons: Counter[str] = Counter()
     for key, h in by_key.items():
         records = letters[key]
