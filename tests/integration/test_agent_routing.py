@@ -148,8 +148,13 @@ def test_weighted_spread_then_a_killed_agent_is_avoided_and_nothing_is_lost(pool
               f"{len(everything)}/{len(everything)} done, {twice} handled twice")
     time.sleep(2)
     assert len(downs()) == 1, "agent.down is emitted once"
-    ups = [e["payload"]["agent_id"] for e in engine.events() if e["event_type"] == "agent.up"]
-    assert sorted(ups) == ["a1", "a2", "a3"]
+    # Each agent came up; none came back up after a3's verdict. (When a busy machine moves
+    # the agents topic's partitions between workers, the new owner may publish an agent's
+    # `agent.up` again, for a later heartbeat: a known repeat, not a flap.)
+    ups = [(e["payload"]["agent_id"], e["payload"].get("previous")) for e in engine.events()
+           if e["event_type"] == "agent.up"]
+    assert {agent for agent, _previous in ups} == {"a1", "a2", "a3"}
+    assert not [p for a, p in ups if p == "down"], "no agent came back up from down"
     assert engine.metric("choreo_agents", capability="pool", status="down") == 1
     assert engine.metric("choreo_agents", capability="pool", status="up") == 2
 
