@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from choreo.conditions import ConditionError, compile_condition
-from choreo.content_filter import FilterError, compile_filter
+from choreo.conditions import Condition, ConditionError, compile_condition
+from choreo.content_filter import ContentFilter, FilterError, compile_filter
 from choreo.durations import parse_duration
 from choreo.envelope import MAX_DEPTH_LIMIT, MAX_EVENT_DEPTH, MAX_FUTURE_SKEW
 from choreo.errors import ConfigError, ConfigIssue
@@ -40,6 +40,8 @@ from choreo.workflows.definitions import Workflow, parse_workflows, workflow_cap
 
 NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 GLOB = re.compile(r"^[A-Za-z0-9_.\-*?\[\]!]+$")
+# Builds the EventSpec of one step from its value and name (`_Loader.pattern`'s `spec`).
+SpecFn = Callable[[object, str], EventSpec]
 # A hopping window of length w and hop h puts each event in w/h windows, each a counter in
 # the key's state; past this the state of one key would grow with the ratio.
 MAX_WINDOWS_PER_EVENT = 100
@@ -442,7 +444,8 @@ class _Loader:
         )
         return out
 
-    def predicates(self, pid: str, prefix: str, entry: dict[str, Any]) -> tuple[tuple, tuple]:
+    def predicates(self, pid: str, prefix: str, entry: dict[str, Any]
+                   ) -> tuple[tuple[Condition, ...], tuple[ContentFilter, ...]]:
         conditions, filters = [], []
         if "when" in entry:
             try:
@@ -459,8 +462,8 @@ class _Loader:
                     self.fail(pid, prefix + "match", str(exc))
         return tuple(conditions), tuple(filters)
 
-    def spec(self, pid: str, name: str, value: object, conditions: tuple,
-             filters: tuple) -> EventSpec:
+    def spec(self, pid: str, name: str, value: object, conditions: tuple[Condition, ...],
+             filters: tuple[ContentFilter, ...]) -> EventSpec:
         if isinstance(value, dict):
             for key in value:
                 if key not in SPEC_FIELDS:
@@ -475,7 +478,7 @@ class _Loader:
             on = "invalid"
         return EventSpec(on, own_conditions + conditions, own_filters + filters)
 
-    def spec_list(self, pid: str, name: str, value: object, spec: Callable, minimum: int
+    def spec_list(self, pid: str, name: str, value: object, spec: SpecFn, minimum: int
                   ) -> tuple[EventSpec, ...]:
         if not isinstance(value, list) or len(value) < minimum:
             self.fail(pid, name, f"required: a list of at least {minimum} event types or tables")
@@ -491,7 +494,7 @@ class _Loader:
             self.fail(pid, name, "must be longer than zero")
         return seconds or 1.0
 
-    def threshold(self, pid: str, entry: dict[str, Any], common: dict, spec: Callable
+    def threshold(self, pid: str, entry: dict[str, Any], common: dict[str, Any], spec: SpecFn
                   ) -> Pattern:
         count = entry.get("count")
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
@@ -516,7 +519,7 @@ class _Loader:
         return ThresholdPattern(**common, on=spec(entry.get("on"), "on"), count=count,
                                 window=window, window_kind=window_kind, hop=hop)
 
-    def sequence(self, pid: str, entry: dict[str, Any], common: dict, spec: Callable
+    def sequence(self, pid: str, entry: dict[str, Any], common: dict[str, Any], spec: SpecFn
                  ) -> Pattern:
         steps = self.spec_list(pid, "steps", entry.get("steps"), spec, minimum=2)
         max_interval = self.required_duration(pid, entry, "max_interval")

@@ -61,13 +61,13 @@ class FilterError(ValueError):
 class ContentFilter:
     """A validated content filter; build it with `compile_filter`."""
 
-    spec: Mapping
+    spec: Mapping[str, Any]
     _match: Matcher = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_match", _compile_root(self.spec))
 
-    def __reduce__(self) -> tuple[type[ContentFilter], tuple[Mapping]]:
+    def __reduce__(self) -> tuple[type[ContentFilter], tuple[Mapping[str, Any]]]:
         return (ContentFilter, (self.spec,))
 
     def __hash__(self) -> int:
@@ -78,7 +78,7 @@ class ContentFilter:
         return self._match([event])
 
 
-def compile_filter(spec: Mapping) -> ContentFilter:
+def compile_filter(spec: Mapping[str, Any]) -> ContentFilter:
     """Validate a filter spec and compile it; raises FilterError."""
     return ContentFilter(spec)
 
@@ -91,7 +91,7 @@ def _compile_root(spec: object) -> Matcher:
     return _compile_object(spec, "", 1, budget)
 
 
-def _compile_object(spec: Mapping, path: str, depth: int, budget: list[int]) -> Matcher:
+def _compile_object(spec: Mapping[Any, Any], path: str, depth: int, budget: list[int]) -> Matcher:
     """Compile one object level into a matcher over the values found at its path."""
     if depth > MAX_FILTER_DEPTH:
         raise FilterError(path, f"filter nests deeper than {MAX_FILTER_DEPTH} levels")
@@ -155,7 +155,7 @@ def _compile_leaf(spec: object, path: str, budget: list[int]) -> Matcher:
     return match
 
 
-def _operator(alt: Mapping, path: str) -> tuple[str, Any]:
+def _operator(alt: Mapping[Any, Any], path: str) -> tuple[str, Any]:
     """Split a one-key operator object, rejecting anything else."""
     if len(alt) != 1:
         keys = ", ".join(repr(key) for key in alt) or "none"
@@ -281,7 +281,7 @@ def _gather(nodes: Values, key: str) -> Values:
     return found
 
 
-def _flatten(items: list | tuple, out: Values) -> None:
+def _flatten(items: list[Any] | tuple[Any, ...], out: Values) -> None:
     """Append the non-list items of arbitrarily nested lists, without recursion."""
     stack = [iter(items)]
     while stack:

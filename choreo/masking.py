@@ -59,7 +59,7 @@ class MaskedRecord:
         return scrub(text, self.secrets)
 
 
-def _walk(node: Any, path: tuple[str, ...], visit: Callable[[dict, str], None]) -> None:
+def _walk(node: Any, path: tuple[str, ...], visit: Callable[[dict[str, Any], str], None]) -> None:
     if isinstance(node, list):
         for item in node:
             _walk(item, path, visit)
@@ -91,7 +91,7 @@ class Masker:
     def __bool__(self) -> bool:
         return bool(self.paths)
 
-    def _targets(self, data: dict) -> list[tuple[str, tuple[str, ...]]]:
+    def _targets(self, data: dict[str, Any]) -> list[tuple[str, tuple[str, ...]]]:
         out = [(p, s) for p, s in zip(self.paths, self._split, strict=True)]
         if data.get("event_type") == "action.requested":
             out += [(p, ("payload", "data", *s[1:])) for p, s in out if s[0] == "payload"]
@@ -103,7 +103,7 @@ class Masker:
             return []
         hit: dict[str, None] = {}
         for name, split in self._targets(data):
-            def replace(parent: dict, key: str, _name: str = name) -> None:
+            def replace(parent: dict[str, Any], key: str, _name: str = name) -> None:
                 parent[key] = MASK
                 hit[_name] = None
             _walk(data, split, replace)
@@ -192,7 +192,7 @@ class Masker:
             return []
         found: dict[str, None] = {}
 
-        def collect(parent: dict, key: str) -> None:
+        def collect(parent: dict[str, Any], key: str) -> None:
             value = parent[key]
             if isinstance(value, str | int | float) and not isinstance(value, bool):
                 text = str(value)

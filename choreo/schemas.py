@@ -174,7 +174,8 @@ def _add(found: dict[str, TypeSchema], name: str, origin: str, schema: object,
 
 def _read_json(path: Path, name: str, fail: Fail) -> object | None:
     try:
-        return orjson.loads(path.read_bytes())
+        data: object = orjson.loads(path.read_bytes())
+        return data
     except OSError as exc:
         fail("-", f"schemas.{name}", f"cannot read {path}: {exc.strerror}")
     except orjson.JSONDecodeError as exc:

@@ -71,7 +71,8 @@ class Retry:
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt `attempt` (1-based)."""
-        return min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
+        factor: float = 2 ** (attempt - 1)
+        return min(self.backoff_max, self.backoff_base * factor)
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,8 @@ def _check_cycles(workflows: list[Workflow], report: Report) -> None:
                                      step_name))
 
 
-def _path_back(node: str | None, goal: str, calls: dict, path: list[str]) -> list[str] | None:
+def _path_back(node: str | None, goal: str, calls: dict[str, list[tuple[str, str]]],
+               path: list[str]) -> list[str] | None:
     if node is None or node not in calls:
         return None
     if node == goal:
@@ -302,14 +304,14 @@ class _WorkflowParser:
             return None
         return value
 
-    def step_defaults(self, entry: dict, on_error: str) -> dict[str, Any]:
+    def step_defaults(self, entry: dict[str, Any], on_error: str) -> dict[str, Any]:
         """Timeout, retries, backoff and error policy: a workflow's values are its steps'
         defaults."""
         out: dict[str, Any] = {"timeout": 60.0, "retries": 0, "backoff_base": 1.0,
                                "backoff_max": 60.0, "on_error": on_error}
         return self.policy(entry, out)
 
-    def policy(self, entry: dict, base: dict[str, Any]) -> dict[str, Any]:
+    def policy(self, entry: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
         out = dict(base)
         for key in ("timeout", "backoff_base", "backoff_max"):
             if key in entry:
@@ -407,7 +409,7 @@ class _WorkflowParser:
                     self.fail(prefix + key, _unknown_field(key, CALL_FIELDS, "call field"))
         return self.call_fields(prefix, raw, earlier, extra)
 
-    def call_fields(self, prefix: str, raw: dict, earlier: list[str], extra: set[str]
+    def call_fields(self, prefix: str, raw: dict[str, Any], earlier: list[str], extra: set[str]
                     ) -> Call | None:
         ok = True
         for name in ("capability", "action"):

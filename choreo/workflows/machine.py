@@ -57,7 +57,7 @@ class Command:
 
 @dataclass
 class Outcome:
-    state: dict | None
+    state: dict[str, Any] | None
     commands: list[Command] = field(default_factory=list)
     changed: bool = False
 
@@ -68,7 +68,7 @@ class StartRequest:
     instance_id: str
     input: Any
     cause: str
-    parent: dict | None = None
+    parent: dict[str, Any] | None = None
     depth: int = 0
 
 
@@ -154,7 +154,7 @@ class Orchestration:
         run.advance()
         return Outcome(run.state, run.commands, True)
 
-    def on_event(self, state: dict, event: Event, now: float) -> Outcome:
+    def on_event(self, state: dict[str, Any], event: Event, now: float) -> Outcome:
         if event.event_type == TICK:
             tick = event.payload.get("now")
             return self.on_deadline(state, tick if isinstance(tick, int | float) else now)
@@ -164,7 +164,7 @@ class Orchestration:
         run.on_event(event)
         return run.outcome(state)
 
-    def on_deadline(self, state: dict, now: float) -> Outcome:
+    def on_deadline(self, state: dict[str, Any], now: float) -> Outcome:
         if state["status"] not in RUNNING:
             due = state.get("retain_until")
             if due is not None and due <= now:
@@ -175,7 +175,7 @@ class Orchestration:
         return run.outcome(state)
 
     @staticmethod
-    def deadline(state: dict | None) -> float | None:
+    def deadline(state: dict[str, Any] | None) -> float | None:
         """When `on_deadline` has something to do: a timeout, a retry, or forgetting."""
         if state is None:
             return None
@@ -186,11 +186,12 @@ class Orchestration:
         return min(times) if times else None
 
 
-def _copy(state: dict) -> dict:
-    return orjson.loads(orjson.dumps(state))
+def _copy(state: dict[str, Any]) -> dict[str, Any]:
+    copied: dict[str, Any] = orjson.loads(orjson.dumps(state))
+    return copied
 
 
-def _result_of(task: dict) -> Any:
+def _result_of(task: dict[str, Any]) -> Any:
     """A task's result: its one result event's payload, a list of several, or None."""
     values = list(task["events"].values())
     if not values:
@@ -201,13 +202,13 @@ def _result_of(task: dict) -> Any:
 class _Run:
     """One transition of one instance: mutates its copy of the state, collects commands."""
 
-    def __init__(self, machine: Orchestration, state: dict, now: float) -> None:
+    def __init__(self, machine: Orchestration, state: dict[str, Any], now: float) -> None:
         self.state = state
         self.now = now
         self.commands: list[Command] = []
         self.workflow = machine.workflows[state["workflow"]]
 
-    def outcome(self, before: dict) -> Outcome:
+    def outcome(self, before: dict[str, Any]) -> Outcome:
         return Outcome(self.state, self.commands,
                        bool(self.commands) or self.state != before)
 
@@ -215,7 +216,8 @@ class _Run:
 
     @property
     def step(self) -> Step:
-        return self.workflow.steps[self.state["index"]]
+        index: int = self.state["index"]
+        return self.workflow.steps[index]
 
     def note(self, what: str, step: str | None = None, **detail: Any) -> None:
         entry = {"at": self.now, "what": what, **({"step": step} if step else {}),
@@ -230,7 +232,7 @@ class _Run:
         return {"input": st["input"], "results": st["results"], "previous": st["previous"],
                 "depth": st["depth"], **extra}
 
-    def emit(self, event_type: str, payload: dict, suffix: str, key: str | None = None,
+    def emit(self, event_type: str, payload: dict[str, Any], suffix: str, key: str | None = None,
              correlation: str | None = None) -> None:
         st = self.state
         event = new_event(event_type, payload, source=SOURCE,
@@ -239,12 +241,12 @@ class _Run:
                           timestamp=iso_from_ts(self.now))
         self.commands.append(Command(event, key or st["instance_id"]))
 
-    def action_id(self, task: dict) -> str:
+    def action_id(self, task: dict[str, Any]) -> str:
         kind = "compensation" if task["kind"] == "compensation" else "step"
         return make_id(self.state["instance_id"], kind, task["step"], task["key"],
                        task["attempt"])
 
-    def send(self, task: dict) -> None:
+    def send(self, task: dict[str, Any]) -> None:
         st, workflow = self.state, self.workflow
         task.update(status="sent", sent_at=self.now, deadline=self.now + self.step_of(task)
                     .timeout, events={}, started_at=None)
@@ -269,7 +271,7 @@ class _Run:
         counter = "compensation_attempts" if task["kind"] == "compensation" else "attempts"
         timing[counter] = timing.get(counter, 0) + 1
 
-    def cancel_task(self, task: dict, reason: str) -> None:
+    def cancel_task(self, task: dict[str, Any], reason: str) -> None:
         """Tell the task's workers to drop the attempt in flight."""
         if task["status"] != "sent":
             return
@@ -284,7 +286,7 @@ class _Run:
                           timestamp=iso_from_ts(self.now))
         self.commands.append(Command(event, self.state["instance_id"], task["capability"]))
 
-    def step_of(self, task: dict) -> Step:
+    def step_of(self, task: dict[str, Any]) -> Step:
         step = self.workflow.step(task["step"])
         assert step is not None
         return step
@@ -388,7 +390,7 @@ class _Run:
         self.new_task("0", step.default, self.data(step.default, self.state["previous"]))
         return True, None
 
-    def after_map(self, step: Step, mapped: list) -> tuple[bool, Any]:
+    def after_map(self, step: Step, mapped: list[Any]) -> tuple[bool, Any]:
         if step.reduce is None:
             return False, mapped
         self.state["phase"] = "reduce"
@@ -396,7 +398,7 @@ class _Run:
         self.new_task("reduce", step.reduce, self.data(step.reduce, mapped, previous=mapped))
         return True, None
 
-    def start_children(self, step: Step, workflow: str, inputs: list) -> None:
+    def start_children(self, step: Step, workflow: str, inputs: list[Any]) -> None:
         st = self.state
         st["children"] = {}
         for index, child_input in enumerate(inputs):
@@ -471,7 +473,7 @@ class _Run:
                       self.data(step.compensation, result, result=result),
                       kind="compensation", step=step)
 
-    def compensation_ended(self, task: dict, error: str | None) -> None:
+    def compensation_ended(self, task: dict[str, Any], error: str | None) -> None:
         comp = self.state["compensation"]
         name = comp["queue"].pop(0)
         timing = self.state["timings"].setdefault(name, {})
@@ -585,7 +587,7 @@ class _Run:
             return
         self.advance()
 
-    def task_done(self, task: dict) -> None:
+    def task_done(self, task: dict[str, Any]) -> None:
         st = self.state
         task.update(status="done", result=_result_of(task), events={})
         if task["kind"] == "compensation":
@@ -626,7 +628,7 @@ class _Run:
             self.state["tasks"] = {}
             self.start_children(step, self.workflow.name, subtasks)
 
-    def task_failed(self, task: dict, reason: str, timed_out: bool = False,
+    def task_failed(self, task: dict[str, Any], reason: str, timed_out: bool = False,
                     retry: bool = True) -> None:
         step = self.step_of(task)
         if timed_out:
