@@ -105,7 +105,8 @@ def alert_event(kind: str, subject: str, at: float, payload: dict[str, Any],
     })
 
 
-def slow_flow_alert(settings: MonitorSettings, summary: dict | None, event: Event) -> Event | None:
+def slow_flow_alert(settings: MonitorSettings, summary: dict[str, Any] | None,
+                    event: Event) -> Event | None:
     """The slow-flow alert this terminal event raises on its correlation, if any.
 
     `summary` is the correlation tracker's snapshot *before* the event was applied.
@@ -128,7 +129,7 @@ def slow_flow_alert(settings: MonitorSettings, summary: dict | None, event: Even
 @dataclass
 class _Rate:
     first_minute: int  # the oldest minute seen of the type
-    buckets: deque = field(default_factory=deque)  # [minute, count], oldest first
+    buckets: deque[list[int]] = field(default_factory=deque)  # [minute, count], oldest first
     spiking: bool = False
     episodes: int = 0
     last_spiking: int | None = None  # the newest minute at which the type was spiking

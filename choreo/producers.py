@@ -93,7 +93,8 @@ def parse_production(capabilities: object, events: object,
     return Production(by_action, frozenset(declared), external)
 
 
-def _types(values: list, where: str, fail: Fail, pattern: re.Pattern = EVENT_TYPE
+def _types(values: list[object], where: str, fail: Fail,
+           pattern: re.Pattern[str] = EVENT_TYPE
            ) -> tuple[str, ...]:
     out = []
     for index, value in enumerate(values):
