@@ -45,6 +45,15 @@ def record_limit(max_event_bytes: int, app: Any) -> int:
     return min(max_event_bytes, producer) if isinstance(producer, int) else max_event_bytes
 
 
+def changelog_limit(app: Any) -> int:
+    """The largest state record a table may write to its changelog: what the producer sends
+    and the broker takes by default. Not `max_event_bytes`: state is not an event, and a
+    small event limit must not refuse the state a flow of small events builds up."""
+    producer = getattr(getattr(app, "conf", None), "producer_max_request_size", None)
+    limit = BROKER_MESSAGE_BYTES
+    return min(limit, producer) if isinstance(producer, int) else limit
+
+
 def record_size(key: bytes | None, value: bytes | None,
                 headers: Sequence[tuple[str, bytes]] | None) -> int:
     """A record's size as the producer checks it against `max_request_size`."""

@@ -38,10 +38,10 @@ import faust
 import orjson
 
 from choreo.actions import (
-    BROKER_MESSAGE_BYTES,
     Action,
     RecordRefused,
     by_priority,
+    changelog_limit,
     encode_record,
     record_limit,
 )
@@ -175,8 +175,8 @@ class KeyedEngine:
         self.store = store or PatternStateTable.create(runtime.app, self.partitions,
                                                        choreography.defaults.idle_timeout)
         self.store.plan = StatePlan.of(choreography)  # stored state is read as the file says
-        if store is None:  # a state must fit in a changelog record: what the producer sends
-            self.store.limit = min(self.action_limit(), BROKER_MESSAGE_BYTES)  # and the broker
+        if store is None:  # a state must fit in a changelog record (`changelog_limit`)
+            self.store.limit = changelog_limit(runtime.app)
         keyed = [p for p in choreography.patterns if p.kind != "event"]
         self.matchers: dict[str, KeyedMatcher] = {p.id: matcher_for(p, runtime.stats)
                                                   for p in keyed}

@@ -32,9 +32,9 @@ import faust
 import orjson
 
 from choreo.actions import (
-    BROKER_MESSAGE_BYTES,
     Action,
     RecordRefused,
+    changelog_limit,
     encode_record,
     record_limit,
 )
@@ -88,7 +88,7 @@ class Orchestrator:
         self.store = WorkflowTable.create(runtime.app, self.partitions,
                                           Orchestration.deadline)
         # A state must fit in a changelog record: what the producer sends, and the broker.
-        self.store.limit = min(self.record_limit(), BROKER_MESSAGE_BYTES)
+        self.store.limit = changelog_limit(runtime.app)
         self.lock = asyncio.Lock()
         self.triggers: dict[str, list[Workflow]] = {}
         for workflow in self.workflows.values():
